@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every ProgressDB test on a fresh machine: installs what is missing,
+# runs the unit and in-database tests (cargo pgrx test), installs the
+# extension into the system PostgreSQL 15, then the integration tests over
+# real connections and real HTTP, then lint. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+step() { printf '\n==> %s\n' "$*" >&2; }
+started=$(date +%s)
+
+bash scripts/setup.sh
+
+# pgrx's test clusters run as postgres (PostgreSQL refuses root) under a
+# directory that user owns; pgrx makes and removes 15-<pid> in it.
+PGRX_TEST_DATA=/tmp/progressdb-pgrx-test
+if [ "$(id -u)" = 0 ]; then
+  install -d -o postgres -g postgres -m 0700 "$PGRX_TEST_DATA"
+  RUNAS=(--runas postgres --pgdata "$PGRX_TEST_DATA")
+else
+  RUNAS=()
+fi
+
+step "unit + in-database tests (cargo pgrx test)"
+cargo pgrx test pg15 "${RUNAS[@]}"
+
+step "installing the extension into PostgreSQL 15 (release build)"
+# cargo pgrx test leaves a test build in the system folders; replace it.
+cargo pgrx install --release --pg-config "$PG_CONFIG"
+
+step "integration tests (real clusters, real connections, real HTTP)"
+cargo test -p pgcluster -p progressdb-tests -p progressdb-gateway
+
+step "lint"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "all tests passed in $(( $(date +%s) - started ))s"

@@ -1,0 +1,272 @@
+-- Messages: append, timeline reads, get, edit, soft delete and restore.
+--
+-- Ownership (API.md) for a non-NULL actor: a message may be read by its author
+-- and by the owner of its thread; it may be edited, deleted or restored only by
+-- its author; posting needs the actor to own the thread. A NULL actor is a
+-- trusted service caller.
+
+-- Loads a message (optionally only within one thread) or fails with P0002.
+CREATE FUNCTION progressdb._message_for(msg_id text, in_thread text, allow_deleted boolean)
+RETURNS progressdb.messages
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    m progressdb.messages;
+BEGIN
+    PERFORM progressdb._check_ident('message id', msg_id);
+    SELECT * INTO m FROM progressdb.messages mm
+     WHERE mm.id = msg_id AND (in_thread IS NULL OR mm.thread = in_thread)
+     LIMIT 1;
+    IF NOT FOUND OR (m.deleted_ts IS NOT NULL AND NOT allow_deleted)
+       OR NOT EXISTS (SELECT 1 FROM progressdb.threads th
+                       WHERE th.id = m.thread AND th.deleted_ts IS NULL) THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = CASE
+            WHEN in_thread IS NULL THEN format('message %s not found', msg_id)
+            ELSE format('message %s not found in thread %s', msg_id, in_thread) END;
+    END IF;
+    RETURN m;
+END
+$$;
+
+CREATE FUNCTION progressdb._check_read(m progressdb.messages, actor text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF actor IS NULL OR m.author = actor THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM progressdb.threads th WHERE th.id = m.thread AND th.author = actor) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('user %s may not access message %s', actor, m.id);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION progressdb._check_write(m progressdb.messages, actor text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF actor IS NOT NULL AND m.author <> actor THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('only the author may change message %s', m.id);
+    END IF;
+END
+$$;
+
+-- Takes the next seq of a live thread, locking its row until commit so that
+-- concurrent appends to one thread get distinct, gap-free seqs while appends
+-- to other threads proceed in parallel. Returns (seq, thread owner), or no row.
+CREATE FUNCTION progressdb._next_seq(thread_id text, OUT seq bigint, OUT owner text)
+LANGUAGE sql AS $$
+    UPDATE progressdb.threads th SET last_seq = th.last_seq + 1
+     WHERE th.id = thread_id AND th.deleted_ts IS NULL
+    RETURNING th.last_seq, th.author
+$$;
+
+CREATE FUNCTION progressdb.post_message(thread text, author text, body jsonb, role text DEFAULT 'user',
+                                        reply_to text DEFAULT NULL, actor text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    thread_id text := coalesce(post_message.thread, progressdb.new_id('thread'));
+    msg_role text := coalesce(post_message.role, 'user');
+    next_seq bigint;
+    owner text;
+    parent_thread text;
+    now_ns bigint := progressdb.now_ns();
+    t progressdb.threads;
+    m progressdb.messages;
+BEGIN
+    PERFORM progressdb._check_ident('author', author);
+    PERFORM progressdb._check_ident('thread id', thread_id);
+    PERFORM progressdb._check_body(body);
+    IF length(msg_role) < 1 OR length(msg_role) > 64 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'role must be 1-64 characters';
+    END IF;
+
+    SELECT s.seq, s.owner INTO next_seq, owner FROM progressdb._next_seq(thread_id) s;
+    IF next_seq IS NULL THEN
+        -- No live thread: create it, owned by the author.
+        t := progressdb._insert_thread(thread_id, author, NULL, NULL, 1);
+        IF t.id IS NOT NULL THEN
+            next_seq := 1;
+            owner := t.author;
+        ELSE
+            -- Taken meanwhile by a concurrent creator (retry), or soft-deleted.
+            SELECT s.seq, s.owner INTO next_seq, owner FROM progressdb._next_seq(thread_id) s;
+            IF next_seq IS NULL THEN
+                RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_id);
+            END IF;
+        END IF;
+    END IF;
+    IF actor IS NOT NULL AND owner <> actor THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('user %s may not post to thread %s', actor, thread_id);
+    END IF;
+
+    IF reply_to IS NOT NULL THEN
+        SELECT mm.thread INTO parent_thread FROM progressdb.messages mm
+         WHERE mm.id = post_message.reply_to AND mm.thread = thread_id LIMIT 1;
+        IF parent_thread IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '22023',
+                MESSAGE = format('reply_to %s is not a message of thread %s', post_message.reply_to, thread_id);
+        END IF;
+    END IF;
+
+    INSERT INTO progressdb.messages AS mm (thread, seq, id, author, role, ts, body, reply_to, updated_ts)
+    VALUES (thread_id, next_seq, progressdb.new_id('msg'), author, msg_role, now_ns, body, reply_to, now_ns)
+    RETURNING mm.* INTO m;
+    RETURN progressdb._message_json(m);
+END
+$$;
+
+CREATE FUNCTION progressdb.get_message(id text, actor text DEFAULT NULL, in_thread text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    m progressdb.messages := progressdb._message_for(get_message.id, in_thread, false);
+BEGIN
+    PERFORM progressdb._check_read(m, actor);
+    RETURN progressdb._message_json(m);
+END
+$$;
+
+-- Timeline pages: keyset range scans on (thread, seq), never OFFSET. Plain SQL
+-- functions so the planner inlines them into the caller's query.
+CREATE FUNCTION progressdb._page_older(p_thread text, p_before bigint, p_lim integer,
+                                       p_include_deleted boolean)
+RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM progressdb.messages m
+     WHERE m.thread = p_thread AND m.seq < p_before
+       AND (p_include_deleted OR m.deleted_ts IS NULL)
+     ORDER BY m.seq DESC
+     LIMIT p_lim
+$$;
+
+CREATE FUNCTION progressdb._page_newer(p_thread text, p_after bigint, p_before bigint, p_lim integer,
+                                       p_include_deleted boolean)
+RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM progressdb.messages m
+     WHERE m.thread = p_thread AND m.seq > p_after AND m.seq < p_before
+       AND (p_include_deleted OR m.deleted_ts IS NULL)
+     ORDER BY m.seq
+     LIMIT p_lim
+$$;
+
+-- Is there any (visible) message of the thread with lo <= seq <= hi?
+CREATE FUNCTION progressdb._any_between(p_thread text, lo bigint, hi bigint, p_include_deleted boolean)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM progressdb.messages m
+                    WHERE m.thread = p_thread AND m.seq BETWEEN lo AND hi
+                      AND (p_include_deleted OR m.deleted_ts IS NULL))
+$$;
+
+CREATE FUNCTION progressdb._cursor_seq(thread_id text, msg_id text, what text) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    s bigint;
+BEGIN
+    SELECT mm.seq INTO s FROM progressdb.messages mm WHERE mm.id = msg_id AND mm.thread = thread_id LIMIT 1;
+    IF s IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('%s cursor %s is not a message of thread %s', what, msg_id, thread_id);
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION progressdb.list_messages(thread text, lim integer DEFAULT 100, before text DEFAULT NULL,
+                                         after text DEFAULT NULL, include_deleted boolean DEFAULT false,
+                                         actor text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    max_seq constant bigint := 9223372036854775807;
+    t progressdb.threads := progressdb._thread_for(list_messages.thread, actor);
+    inc boolean := coalesce(include_deleted, false);
+    b_seq bigint := max_seq;
+    a_seq bigint;
+    msgs jsonb;
+    lo bigint;
+    hi bigint;
+    has_before boolean;
+    has_after boolean;
+    pagination jsonb;
+BEGIN
+    PERFORM progressdb._check_limit(lim);
+    IF before IS NOT NULL THEN
+        b_seq := progressdb._cursor_seq(t.id, before, 'before');
+    END IF;
+    IF after IS NULL THEN
+        -- No cursor: the newest page; `before`: the page just older than it.
+        SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
+          INTO msgs, lo, hi
+          FROM progressdb._page_older(t.id, b_seq, lim, inc) p;
+    ELSE
+        a_seq := progressdb._cursor_seq(t.id, after, 'after');
+        SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
+          INTO msgs, lo, hi
+          FROM progressdb._page_newer(t.id, a_seq, b_seq, lim, inc) p;
+    END IF;
+
+    IF lo IS NULL THEN
+        has_before := a_seq IS NOT NULL AND progressdb._any_between(t.id, 0, a_seq, inc);
+        has_after := before IS NOT NULL AND progressdb._any_between(t.id, b_seq, max_seq, inc);
+        pagination := jsonb_build_object('has_before', has_before, 'has_after', has_after);
+    ELSE
+        has_before := progressdb._any_between(t.id, 0, lo - 1, inc);
+        has_after := progressdb._any_between(t.id, hi + 1, max_seq, inc);
+        pagination := jsonb_build_object('has_before', has_before, 'has_after', has_after,
+                                         'before', msgs -> 0 -> 'id', 'after', msgs -> -1 -> 'id');
+    END IF;
+    RETURN jsonb_build_object('thread', t.id, 'messages', msgs, 'pagination', pagination);
+END
+$$;
+
+CREATE FUNCTION progressdb.edit_message(id text, body jsonb, actor text DEFAULT NULL,
+                                        in_thread text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    m progressdb.messages;
+BEGIN
+    PERFORM progressdb._check_body(body);
+    m := progressdb._message_for(edit_message.id, in_thread, false);
+    PERFORM progressdb._check_write(m, actor);
+    -- The versioning trigger keeps the previous content.
+    UPDATE progressdb.messages mm SET body = edit_message.body
+     WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.deleted_ts IS NULL
+    RETURNING mm.* INTO m;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('message %s not found', edit_message.id);
+    END IF;
+    RETURN progressdb._message_json(m);
+END
+$$;
+
+CREATE FUNCTION progressdb.delete_message(id text, actor text DEFAULT NULL, in_thread text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    m progressdb.messages := progressdb._message_for(delete_message.id, in_thread, true);
+BEGIN
+    PERFORM progressdb._check_write(m, actor);
+    -- Deleting a deleted message changes nothing (idempotent, keeps the first deleted_ts).
+    UPDATE progressdb.messages mm SET deleted_ts = progressdb.now_ns()
+     WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.deleted_ts IS NULL;
+END
+$$;
+
+CREATE FUNCTION progressdb.restore_message(id text, actor text DEFAULT NULL, in_thread text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    m progressdb.messages := progressdb._message_for(restore_message.id, in_thread, true);
+BEGIN
+    PERFORM progressdb._check_write(m, actor);
+    UPDATE progressdb.messages mm SET deleted_ts = NULL
+     WHERE mm.thread = m.thread AND mm.seq = m.seq
+    RETURNING mm.* INTO m;
+    RETURN progressdb._message_json(m);
+END
+$$;

@@ -1,0 +1,64 @@
+-- Reactions: one per identity per message, the latest wins. Stored on the
+-- message row (identity -> reaction) so timeline reads need no join; changing
+-- them is not a content change and makes no version.
+
+CREATE FUNCTION progressdb._check_reaction(reaction text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF reaction IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'reaction is required';
+    END IF;
+    IF length(reaction) < 1 OR length(reaction) > 64 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'reaction must be 1-64 characters';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION progressdb.add_reaction(id text, identity text, reaction text, actor text DEFAULT NULL,
+                                        in_thread text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    m progressdb.messages;
+BEGIN
+    PERFORM progressdb._check_ident('identity', identity);
+    PERFORM progressdb._check_reaction(reaction);
+    m := progressdb._message_for(add_reaction.id, in_thread, false);
+    PERFORM progressdb._check_read(m, actor);
+    UPDATE progressdb.messages mm
+       SET reactions = mm.reactions || jsonb_build_object(add_reaction.identity, add_reaction.reaction)
+     WHERE mm.thread = m.thread AND mm.seq = m.seq
+    RETURNING mm.* INTO m;
+    RETURN progressdb._message_json(m);
+END
+$$;
+
+CREATE FUNCTION progressdb.remove_reaction(id text, identity text, actor text DEFAULT NULL,
+                                           in_thread text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    m progressdb.messages;
+BEGIN
+    PERFORM progressdb._check_ident('identity', identity);
+    m := progressdb._message_for(remove_reaction.id, in_thread, false);
+    PERFORM progressdb._check_read(m, actor);
+    -- Removing a reaction that is not there changes nothing (idempotent).
+    UPDATE progressdb.messages mm SET reactions = mm.reactions - remove_reaction.identity
+     WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.reactions ? remove_reaction.identity;
+END
+$$;
+
+CREATE FUNCTION progressdb.reactions(id text, actor text DEFAULT NULL, in_thread text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    m progressdb.messages := progressdb._message_for(reactions.id, in_thread, false);
+BEGIN
+    PERFORM progressdb._check_read(m, actor);
+    RETURN jsonb_build_object('id', m.id, 'reactions',
+        (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.key, 'reaction', r.value)
+                                   ORDER BY r.key COLLATE "C"), '[]')
+           FROM jsonb_each_text(m.reactions) r));
+END
+$$;

@@ -1,0 +1,127 @@
+-- ProgressDB tables. Every unique key starts with the thread id, so the
+-- schema can later be distributed by thread without redesign, and timeline
+-- reads are keyset range scans on (thread, seq).
+
+CREATE TABLE progressdb.threads (
+    id          text    NOT NULL,
+    title       text    NOT NULL,
+    slug        text    NOT NULL,
+    author      text    NOT NULL,
+    created_ts  bigint  NOT NULL,          -- Unix nanoseconds
+    updated_ts  bigint  NOT NULL,
+    deleted_ts  bigint,                    -- soft delete
+    encrypted   boolean NOT NULL DEFAULT false,
+    last_seq    bigint  NOT NULL DEFAULT 0, -- per-thread message counter; its row lock orders appends
+    CONSTRAINT threads_pkey PRIMARY KEY (id),
+    CONSTRAINT threads_id_length CHECK (length(id) BETWEEN 1 AND 128)
+);
+-- Listing "my threads" newest first, and all threads for admins.
+CREATE INDEX threads_author_created_idx ON progressdb.threads (author, created_ts DESC, id DESC);
+CREATE INDEX threads_created_idx ON progressdb.threads (created_ts DESC, id DESC);
+
+-- Numbers default titles ("New Thread #<n>").
+CREATE SEQUENCE progressdb.thread_number_seq;
+
+CREATE TABLE progressdb.messages (
+    thread      text    NOT NULL,
+    seq         bigint  NOT NULL,          -- position in the thread's timeline
+    id          text    NOT NULL,          -- generated, time-ordered, unique
+    author      text    NOT NULL,
+    role        text    NOT NULL DEFAULT 'user',
+    ts          bigint  NOT NULL,          -- creation time, Unix nanoseconds
+    body        jsonb   NOT NULL,
+    reply_to    text,
+    reactions   jsonb   NOT NULL DEFAULT '{}', -- identity -> reaction, one per identity
+    version     integer NOT NULL DEFAULT 1,
+    updated_ts  bigint  NOT NULL,          -- when the current version was written
+    deleted_ts  bigint,                    -- soft delete
+    CONSTRAINT messages_pkey PRIMARY KEY (thread, seq),
+    CONSTRAINT messages_body_not_null CHECK (jsonb_typeof(body) <> 'null')
+);
+-- Lookup by message id alone (GET /v1/messages/{id}). Not unique on purpose:
+-- a unique key must lead with the thread; ids are unique by construction.
+CREATE INDEX messages_id_idx ON progressdb.messages (id);
+-- Replies to a message, in timeline order.
+CREATE INDEX messages_reply_idx ON progressdb.messages (thread, reply_to, seq)
+    WHERE reply_to IS NOT NULL;
+
+-- Earlier contents of a message; the current content stays in messages.
+CREATE TABLE progressdb.message_versions (
+    thread      text    NOT NULL,
+    seq         bigint  NOT NULL,
+    version     integer NOT NULL,
+    body        jsonb   NOT NULL,
+    updated_ts  bigint  NOT NULL,          -- when this version was written
+    CONSTRAINT message_versions_pkey PRIMARY KEY (thread, seq, version)
+);
+
+-- User data in extension tables is dumped by pg_dump only when marked so.
+SELECT pg_catalog.pg_extension_config_dump('progressdb.threads', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.messages', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.message_versions', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_number_seq', '');
+
+-- Errors carry SQLSTATEs (API.md): the gateway maps them to HTTP statuses.
+CREATE FUNCTION progressdb._fail(code text, msg text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = code, MESSAGE = msg;
+END
+$$;
+
+-- Identifiers (thread ids, authors, reaction identities): 1-128 characters.
+CREATE FUNCTION progressdb._check_ident(what text, val text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF val IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = what || ' is required';
+    END IF;
+    IF length(val) < 1 OR length(val) > 128 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = what || ' must be 1-128 characters (got ' || length(val) || ')';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION progressdb._check_limit(lim integer) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'limit must be between 1 and 1000 (got ' || coalesce(lim::text, 'null') || ')';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION progressdb._check_body(body jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';
+    END IF;
+END
+$$;
+
+-- The Thread document (API.md); optional fields are omitted when empty.
+CREATE FUNCTION progressdb._thread_json(t progressdb.threads) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('id', t.id, 'title', t.title, 'author', t.author, 'slug', t.slug,
+                              'created_ts', t.created_ts, 'updated_ts', t.updated_ts)
+        || CASE WHEN t.deleted_ts IS NULL THEN '{}'::jsonb
+                ELSE jsonb_build_object('deleted', true, 'deleted_ts', t.deleted_ts) END
+        || CASE WHEN t.encrypted THEN '{"encrypted": true}'::jsonb ELSE '{}'::jsonb END
+$$;
+
+-- The Message document (API.md); optional fields are omitted when empty.
+CREATE FUNCTION progressdb._message_json(m progressdb.messages) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('id', m.id, 'thread', m.thread, 'author', m.author, 'role', m.role,
+                              'ts', m.ts, 'body', m.body, 'version', m.version,
+                              'updated_ts', m.updated_ts)
+        || CASE WHEN m.reply_to IS NULL THEN '{}'::jsonb
+                ELSE jsonb_build_object('reply_to', m.reply_to) END
+        || CASE WHEN m.deleted_ts IS NULL THEN '{}'::jsonb
+                ELSE jsonb_build_object('deleted', true, 'deleted_ts', m.deleted_ts) END
+        || CASE WHEN m.reactions = '{}'::jsonb THEN '{}'::jsonb
+                ELSE jsonb_build_object('reactions', m.reactions) END
+$$;

@@ -1,0 +1,235 @@
+//! Messages: append with per-thread `seq`, timeline pages, get, edit, soft
+//! delete and restore (SQL in `sql/messages.sql`).
+
+use pgrx::prelude::*;
+
+extension_sql_file!(
+    "../sql/messages.sql",
+    name = "messages",
+    requires = ["threads"]
+);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use crate::testing::{assert_fails, json, run};
+    use pgrx::prelude::*;
+    use serde_json::{json, Value};
+
+    fn post(thread: &str, author: &str, text: &str) -> Value {
+        json(&format!(
+            "SELECT progressdb.post_message('{thread}', '{author}', jsonb_build_object('text', '{text}'))"
+        ))
+    }
+
+    fn texts(page: &Value) -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["body"]["text"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[pg_test]
+    fn post_message_returns_the_api_shape_and_creates_the_thread() {
+        let m = json("SELECT progressdb.post_message('general', 'alice', '{\"text\":\"Hello\"}')");
+        assert!(m["id"].as_str().unwrap().starts_with("msg-"), "{m}");
+        assert_eq!(m["thread"], "general");
+        assert_eq!(m["author"], "alice");
+        assert_eq!(m["role"], "user");
+        assert_eq!(m["body"], json!({"text": "Hello"}));
+        assert_eq!(m["version"], 1);
+        assert!(m["ts"].as_i64().unwrap() > 1_600_000_000_000_000_000);
+        assert_eq!(m["updated_ts"], m["ts"]);
+        for absent in ["reply_to", "deleted", "reactions"] {
+            assert!(m.get(absent).is_none(), "{absent} must be omitted: {m}");
+        }
+        let t = json("SELECT progressdb.get_thread('general')");
+        assert_eq!(t["author"], "alice");
+        assert!(t["title"].as_str().unwrap().starts_with("New Thread #"));
+    }
+
+    #[pg_test]
+    fn post_message_with_null_thread_generates_one() {
+        let m = json("SELECT progressdb.post_message(NULL, 'alice', '\"hi\"', 'assistant')");
+        let thread = m["thread"].as_str().unwrap();
+        assert!(thread.starts_with("thread-"), "{m}");
+        assert_eq!(m["role"], "assistant");
+        assert_eq!(m["body"], "hi");
+        assert_eq!(json(&format!("SELECT progressdb.get_thread('{thread}')"))["author"], "alice");
+    }
+
+    #[pg_test]
+    fn seqs_are_allocated_per_thread() {
+        post("a", "alice", "1");
+        post("b", "bob", "1");
+        post("a", "alice", "2");
+        post("a", "alice", "3");
+        let seqs = Spi::get_one::<String>(
+            "SELECT string_agg(thread || seq, ',' ORDER BY thread, seq) FROM progressdb.messages",
+        )
+        .unwrap();
+        assert_eq!(seqs.as_deref(), Some("a1,a2,a3,b1"));
+    }
+
+    #[pg_test]
+    fn post_message_rejects_bad_input_and_writes_nothing() {
+        run("SELECT progressdb.create_thread('alice', 'x', 'mine')");
+        let cases = [
+            ("SELECT progressdb.post_message('t', 'alice', NULL)", "22004"),
+            ("SELECT progressdb.post_message('t', 'alice', 'null'::jsonb)", "22004"),
+            ("SELECT progressdb.post_message('t', NULL, '{}')", "22004"),
+            ("SELECT progressdb.post_message('t', '', '{}')", "22023"),
+            ("SELECT progressdb.post_message('', 'alice', '{}')", "22023"),
+            ("SELECT progressdb.post_message('t', 'alice', '{}', '')", "22023"),
+            ("SELECT progressdb.post_message('t', 'alice', '{}', reply_to => 'msg-nope')", "22023"),
+            ("SELECT progressdb.post_message('mine', 'bob', '{}', actor => 'bob')", "42501"),
+        ];
+        for (sql, code) in cases {
+            assert_fails(sql, code);
+        }
+        assert_fails(&format!("SELECT progressdb.post_message('{}', 'alice', '{{}}')", "t".repeat(129)), "22023");
+        assert_fails(&format!("SELECT progressdb.post_message('t', '{}', '{{}}')", "a".repeat(129)), "22023");
+        let n = Spi::get_one::<i64>("SELECT count(*) FROM progressdb.messages").unwrap();
+        assert_eq!(n, Some(0));
+        let threads = Spi::get_one::<i64>("SELECT count(*) FROM progressdb.threads").unwrap();
+        assert_eq!(threads, Some(1), "no thread may be auto-created by a failed post");
+    }
+
+    #[pg_test]
+    fn posting_to_a_deleted_thread_is_not_found() {
+        post("t", "alice", "1");
+        run("SELECT progressdb.delete_thread('t')");
+        assert_fails("SELECT progressdb.post_message('t', 'alice', '{}')", "P0002");
+    }
+
+    #[pg_test]
+    fn get_message_checks_thread_scope_and_ownership() {
+        let m = post("t", "alice", "hello");
+        let id = m["id"].as_str().unwrap();
+        assert_eq!(json(&format!("SELECT progressdb.get_message('{id}')")), m);
+        assert_eq!(json(&format!("SELECT progressdb.get_message('{id}', 'alice', 't')")), m);
+        assert_fails(&format!("SELECT progressdb.get_message('{id}', in_thread => 'other')"), "P0002");
+        assert_fails(&format!("SELECT progressdb.get_message('{id}', 'mallory')"), "42501");
+        assert_fails("SELECT progressdb.get_message('msg-nope')", "P0002");
+        assert_fails(&format!("SELECT progressdb.get_message('{}')", "m".repeat(129)), "22023");
+    }
+
+    #[pg_test]
+    fn list_messages_pages_newest_first_with_cursors() {
+        for i in 1..=5 {
+            post("t", "alice", &i.to_string());
+        }
+        let page = json("SELECT progressdb.list_messages('t', 2)");
+        assert_eq!(page["thread"], "t");
+        assert_eq!(texts(&page), ["4", "5"]);
+        assert_eq!(page["pagination"]["has_before"], true);
+        assert_eq!(page["pagination"]["has_after"], false);
+        let before = page["pagination"]["before"].as_str().unwrap().to_string();
+        assert_eq!(before, page["messages"][0]["id"].as_str().unwrap());
+
+        let older = json(&format!("SELECT progressdb.list_messages('t', 2, before => '{before}')"));
+        assert_eq!(texts(&older), ["2", "3"]);
+        assert_eq!(older["pagination"]["has_before"], true);
+        assert_eq!(older["pagination"]["has_after"], true);
+        let oldest_cursor = older["pagination"]["before"].as_str().unwrap().to_string();
+        let oldest = json(&format!("SELECT progressdb.list_messages('t', 2, before => '{oldest_cursor}')"));
+        assert_eq!(texts(&oldest), ["1"]);
+        assert_eq!(oldest["pagination"]["has_before"], false);
+
+        let after_cursor = older["pagination"]["after"].as_str().unwrap().to_string();
+        let newer = json(&format!("SELECT progressdb.list_messages('t', 10, after => '{after_cursor}')"));
+        assert_eq!(texts(&newer), ["4", "5"]);
+        assert_eq!(newer["pagination"]["has_after"], false);
+        assert_eq!(newer["pagination"]["has_before"], true);
+
+        let all = json("SELECT progressdb.list_messages('t')");
+        assert_eq!(texts(&all), ["1", "2", "3", "4", "5"]);
+        assert_eq!(all["pagination"]["has_before"], false);
+    }
+
+    #[pg_test]
+    fn list_messages_of_an_empty_thread() {
+        run("SELECT progressdb.create_thread('alice', 'x', 'empty')");
+        let page = json("SELECT progressdb.list_messages('empty')");
+        assert_eq!(
+            page,
+            json!({"thread": "empty", "messages": [],
+                   "pagination": {"has_before": false, "has_after": false}})
+        );
+    }
+
+    #[pg_test]
+    fn list_messages_validates_input_and_ownership() {
+        post("t", "alice", "1");
+        assert_fails("SELECT progressdb.list_messages('t', 0)", "22023");
+        assert_fails("SELECT progressdb.list_messages('t', 1001)", "22023");
+        assert_fails("SELECT progressdb.list_messages('nope')", "P0002");
+        assert_fails("SELECT progressdb.list_messages('t', actor => 'bob')", "42501");
+        assert_fails("SELECT progressdb.list_messages('t', before => 'msg-nope')", "22023");
+        let other = post("u", "alice", "x");
+        let id = other["id"].as_str().unwrap();
+        assert_fails(&format!("SELECT progressdb.list_messages('t', after => '{id}')"), "22023");
+        assert_eq!(texts(&json("SELECT progressdb.list_messages('t', 1000, actor => 'alice')")), ["1"]);
+    }
+
+    #[pg_test]
+    fn soft_delete_hides_and_restore_brings_back() {
+        post("t", "alice", "1");
+        let m = post("t", "alice", "2");
+        let id = m["id"].as_str().unwrap();
+        assert_fails(&format!("SELECT progressdb.delete_message('{id}', 'bob')"), "42501");
+        run(&format!("SELECT progressdb.delete_message('{id}', 'alice')"));
+        run(&format!("SELECT progressdb.delete_message('{id}', 'alice')")); // idempotent
+        assert_eq!(texts(&json("SELECT progressdb.list_messages('t')")), ["1"]);
+        let with_deleted = json("SELECT progressdb.list_messages('t', include_deleted => true)");
+        assert_eq!(texts(&with_deleted), ["1", "2"]);
+        assert_eq!(with_deleted["messages"][1]["deleted"], true);
+        assert_fails(&format!("SELECT progressdb.get_message('{id}')"), "P0002");
+        assert_fails(&format!("SELECT progressdb.edit_message('{id}', '{{}}')"), "P0002");
+
+        assert_fails(&format!("SELECT progressdb.restore_message('{id}', 'bob')"), "42501");
+        let restored = json(&format!("SELECT progressdb.restore_message('{id}', 'alice')"));
+        assert!(restored.get("deleted").is_none(), "{restored}");
+        assert_eq!(texts(&json("SELECT progressdb.list_messages('t')")), ["1", "2"]);
+        let versions = Spi::get_one::<i64>("SELECT count(*) FROM progressdb.message_versions").unwrap();
+        assert_eq!(versions, Some(0), "delete/restore are not content versions");
+    }
+
+    #[pg_test]
+    fn edit_message_is_author_only_and_validated() {
+        let m = post("t", "alice", "v1");
+        let id = m["id"].as_str().unwrap();
+        assert_fails(&format!("SELECT progressdb.edit_message('{id}', '{{\"text\":\"x\"}}', 'bob')"), "42501");
+        assert_fails(&format!("SELECT progressdb.edit_message('{id}', 'null')"), "22004");
+        assert_fails(&format!("SELECT progressdb.edit_message('{id}', NULL)"), "22004");
+        assert_fails(&format!("SELECT progressdb.edit_message('{id}', '{{}}', in_thread => 'u')"), "P0002");
+        let e = json(&format!("SELECT progressdb.edit_message('{id}', '{{\"text\":\"v2\"}}', 'alice', 't')"));
+        assert_eq!(e["body"]["text"], "v2");
+        assert_eq!(e["version"], 2);
+        assert_eq!(e["id"], m["id"]);
+        assert_eq!(e["ts"], m["ts"]);
+        assert!(e["updated_ts"].as_i64() > m["updated_ts"].as_i64());
+    }
+
+    #[pg_test]
+    fn newest_page_is_an_index_range_scan_without_sort() {
+        for i in 0..200 {
+            post(if i % 2 == 0 { "t" } else { "u" }, "alice", &i.to_string());
+        }
+        run("ANALYZE progressdb.messages");
+        let plan = Spi::get_one::<pgrx::Json>(
+            "EXPLAIN (FORMAT JSON) SELECT * FROM progressdb._page_older('t', 9223372036854775807, 50, false)",
+        )
+        .unwrap()
+        .unwrap()
+        .0
+        .to_string();
+        assert!(plan.contains("\"Index Scan\""), "{plan}");
+        assert!(plan.contains("messages_pkey"), "{plan}");
+        assert!(plan.contains("\"Backward\""), "{plan}");
+        assert!(!plan.contains("\"Sort\""), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+    }
+}
