@@ -1,1 +1,68 @@
-//! Shared harness for the integration tests lives here.
+//! Harness for the integration tests: a real PostgreSQL 15 cluster of its own
+//! per test, with the installed `progressdb` extension created in it.
+//!
+//! The extension must already be installed into the system PostgreSQL
+//! (`cargo pgrx install`), which the README's test command does first.
+
+use pgcluster::Cluster;
+use std::path::PathBuf;
+use tokio_postgres::{Client, NoTls};
+
+pub struct TestCluster {
+    pub cluster: Cluster,
+    root: PathBuf,
+}
+
+impl TestCluster {
+    /// Starts a fresh cluster under /tmp named after the test, with the
+    /// extension created in database `postgres`.
+    pub fn start(name: &str) -> TestCluster {
+        let root = PathBuf::from(format!("/tmp/pdb-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("create test root");
+        // The server (running as postgres) writes dumps here too.
+        set_mode(&root, 0o777);
+        let cluster = Cluster::new(root.join("pg"), 5440).expect("cluster");
+        cluster.init().expect("initdb");
+        cluster.start().expect("start");
+        cluster
+            .psql("postgres", "CREATE EXTENSION progressdb")
+            .expect("CREATE EXTENSION progressdb (is the extension installed?)");
+        TestCluster { cluster, root }
+    }
+
+    /// A scratch directory the server user can write to.
+    pub fn scratch(&self) -> PathBuf {
+        self.root.clone()
+    }
+
+    pub async fn connect(&self, db: &str) -> Client {
+        let (client, conn) = tokio_postgres::connect(&self.cluster.conn_string(db), NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = self.cluster.stop();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn set_mode(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Calls a SQL function returning jsonb and parses it (via text, so no
+/// binary-format concerns).
+pub async fn call(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> serde_json::Value {
+    let row = client.query_one(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let text: String = row.get(0);
+    serde_json::from_str(&text).expect("json")
+}

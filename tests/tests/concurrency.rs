@@ -1,0 +1,93 @@
+//! Many sessions appending at once: no lost or duplicated seq, and appends to
+//! different threads do not wait for each other.
+
+use progressdb_tests::{call, TestCluster};
+use std::collections::HashSet;
+
+const WRITERS: usize = 8;
+const PER_WRITER: usize = 150;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_to_one_thread_lose_and_duplicate_nothing() {
+    let tc = TestCluster::start("conc");
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let client = tc.connect("postgres").await;
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..PER_WRITER {
+                let body = format!("{{\"w\":{w},\"i\":{i}}}");
+                let m = call(
+                    &client,
+                    "SELECT progressdb.post_message('busy', $1, $2::text::jsonb)::text",
+                    &[&format!("writer{w}"), &body],
+                )
+                .await;
+                seqs.push(m["id"].as_str().unwrap().to_string());
+            }
+            seqs
+        }));
+    }
+    let mut ids = HashSet::new();
+    for t in tasks {
+        for id in t.await.unwrap() {
+            assert!(ids.insert(id), "duplicate message id");
+        }
+    }
+    assert_eq!(ids.len(), WRITERS * PER_WRITER);
+
+    let client = tc.connect("postgres").await;
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM progressdb.messages WHERE thread = 'busy'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (n, distinct, lo, hi): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let total = (WRITERS * PER_WRITER) as i64;
+    assert_eq!((n, distinct, lo, hi), (total, total, 1, total), "seqs must be exactly 1..{total}");
+
+    // Each writer's messages appear in the order it wrote them.
+    let page = call(&client, "SELECT progressdb.list_messages('busy', 1000)::text", &[]).await;
+    let mut last = vec![-1i64; WRITERS];
+    for m in page["messages"].as_array().unwrap() {
+        let w = m["body"]["w"].as_u64().unwrap() as usize;
+        let i = m["body"]["i"].as_i64().unwrap();
+        assert!(i > last[w], "writer {w} out of order");
+        last[w] = i;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_to_other_threads_do_not_wait_for_an_open_append() {
+    let tc = TestCluster::start("nowait");
+    let holder = tc.connect("postgres").await;
+    let other = tc.connect("postgres").await;
+    let same = tc.connect("postgres").await;
+    holder.batch_execute("SELECT progressdb.post_message('x', 'a', '{}')").await.unwrap();
+
+    // Session 1 appends to x and keeps its transaction open.
+    holder.batch_execute("BEGIN; SELECT progressdb.post_message('x', 'a', '{}')").await.unwrap();
+
+    // Session 2 appends to y: must not wait at all.
+    other.batch_execute("SET lock_timeout = '2s'").await.unwrap();
+    let m = call(&other, "SELECT progressdb.post_message('y', 'b', '{}')::text", &[]).await;
+    assert_eq!(m["thread"], "y");
+
+    // Session 3 appends to x: waits for session 1 (the seq lock), so it times out.
+    same.batch_execute("SET lock_timeout = '300ms'").await.unwrap();
+    let err = same
+        .batch_execute("SELECT progressdb.post_message('x', 'c', '{}')")
+        .await
+        .expect_err("append to a thread with an open append must wait");
+    assert_eq!(err.code().map(|c| c.code()), Some("55P03"), "{err}");
+
+    holder.batch_execute("COMMIT").await.unwrap();
+    same.batch_execute("SELECT progressdb.post_message('x', 'c', '{}')").await.unwrap();
+    let row = same
+        .query_one("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM progressdb.messages WHERE thread = 'x'", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "1,2,3");
+}
