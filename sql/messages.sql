@@ -53,11 +53,11 @@ $$;
 -- Takes the next seq of a live thread, locking its row until commit so that
 -- concurrent appends to one thread get distinct, gap-free seqs while appends
 -- to other threads proceed in parallel. Returns (seq, thread owner), or no row.
-CREATE FUNCTION progressdb._next_seq(thread_id text, OUT seq bigint, OUT owner text)
+CREATE FUNCTION progressdb._next_seq(thread_id text, OUT seq bigint, OUT owner text, OUT dek_id bigint)
 LANGUAGE sql AS $$
     UPDATE progressdb.threads th SET last_seq = th.last_seq + 1
      WHERE th.id = thread_id AND th.deleted_ts IS NULL
-    RETURNING th.last_seq, th.author
+    RETURNING th.last_seq, th.author, th.dek_id
 $$;
 
 CREATE FUNCTION progressdb.post_message(thread text, author text, body jsonb, role text DEFAULT 'user',
@@ -69,6 +69,10 @@ DECLARE
     msg_role text := coalesce(post_message.role, 'user');
     next_seq bigint;
     owner text;
+    dek bigint;
+    msg_id text := progressdb.new_id('msg');
+    plain jsonb := body;
+    sealed text;
     parent_thread text;
     now_ns bigint := progressdb.now_ns();
     t progressdb.threads;
@@ -81,16 +85,17 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'role must be 1-64 characters';
     END IF;
 
-    SELECT s.seq, s.owner INTO next_seq, owner FROM progressdb._next_seq(thread_id) s;
+    SELECT s.seq, s.owner, s.dek_id INTO next_seq, owner, dek FROM progressdb._next_seq(thread_id) s;
     IF next_seq IS NULL THEN
         -- No live thread: create it, owned by the author.
         t := progressdb._insert_thread(thread_id, author, NULL, NULL, 1);
         IF t.id IS NOT NULL THEN
             next_seq := 1;
             owner := t.author;
+            dek := t.dek_id;
         ELSE
             -- Taken meanwhile by a concurrent creator (retry), or soft-deleted.
-            SELECT s.seq, s.owner INTO next_seq, owner FROM progressdb._next_seq(thread_id) s;
+            SELECT s.seq, s.owner, s.dek_id INTO next_seq, owner, dek FROM progressdb._next_seq(thread_id) s;
             IF next_seq IS NULL THEN
                 RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_id);
             END IF;
@@ -110,8 +115,11 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO progressdb.messages AS mm (thread, seq, id, author, role, ts, body, reply_to, updated_ts)
-    VALUES (thread_id, next_seq, progressdb.new_id('msg'), author, msg_role, now_ns, body, reply_to, now_ns)
+    IF dek IS NOT NULL THEN
+        SELECT s.body, s.body_enc INTO plain, sealed FROM progressdb._seal(thread_id, msg_id, 1, dek, body) s;
+    END IF;
+    INSERT INTO progressdb.messages AS mm (thread, seq, id, author, role, ts, body, body_enc, reply_to, updated_ts)
+    VALUES (thread_id, next_seq, msg_id, author, msg_role, now_ns, plain, sealed, reply_to, now_ns)
     RETURNING mm.* INTO m;
     RETURN progressdb._message_json(m);
 END
@@ -179,7 +187,12 @@ CREATE FUNCTION progressdb.list_messages(thread text, lim integer DEFAULT 100, b
                                          after text DEFAULT NULL, include_deleted boolean DEFAULT false,
                                          actor text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+-- Always the keyset plan (index range scan that stops after `lim` rows): with
+-- generic plans the planner may otherwise fetch a whole thread and sort it.
+SET enable_sort = off
+SET enable_bitmapscan = off
+AS $$
 DECLARE
     max_seq constant bigint := 9223372036854775807;
     t progressdb.threads := progressdb._thread_for(list_messages.thread, actor);
@@ -229,17 +242,31 @@ RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     m progressdb.messages;
+    dek bigint;
+    plain jsonb := edit_message.body;
+    sealed text;
 BEGIN
     PERFORM progressdb._check_body(body);
     m := progressdb._message_for(edit_message.id, in_thread, false);
     PERFORM progressdb._check_write(m, actor);
-    -- The versioning trigger keeps the previous content.
-    UPDATE progressdb.messages mm SET body = edit_message.body
+    -- Lock the row first: an encrypted body is sealed for the version it will
+    -- become, and the thread's data key is read after any rotation holding
+    -- this row has committed.
+    SELECT * INTO m FROM progressdb.messages mm
      WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.deleted_ts IS NULL
-    RETURNING mm.* INTO m;
+       FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('message %s not found', edit_message.id);
     END IF;
+    SELECT th.dek_id INTO dek FROM progressdb.threads th WHERE th.id = m.thread;
+    IF dek IS NOT NULL THEN
+        SELECT s.body, s.body_enc INTO plain, sealed
+          FROM progressdb._seal(m.thread, m.id, m.version + 1, dek, edit_message.body) s;
+    END IF;
+    -- The versioning trigger keeps the previous content.
+    UPDATE progressdb.messages mm SET body = plain, body_enc = sealed
+     WHERE mm.thread = m.thread AND mm.seq = m.seq
+    RETURNING mm.* INTO m;
     RETURN progressdb._message_json(m);
 END
 $$;

@@ -1,3 +1,13 @@
+-- The renderers below call Rust functions that are created later in the
+-- install script; they are resolved at call time. (SET is undone at the end
+-- of the extension script.)
+SET check_function_bodies = off;
+
+-- Encrypted values are stored as an envelope, `pdb1:<data key id>:<base64>`:
+-- its text form is never plaintext, so pg_dump, COPY and SELECT * cannot leak,
+-- and as a text domain it reads fine over any client protocol, binary included.
+CREATE DOMAIN progressdb.ciphertext AS text CHECK (VALUE LIKE 'pdb1:%');
+
 -- ProgressDB tables. Every unique key starts with the thread id, so the
 -- schema can later be distributed by thread without redesign, and timeline
 -- reads are keyset range scans on (thread, seq).
@@ -11,6 +21,7 @@ CREATE TABLE progressdb.threads (
     updated_ts  bigint  NOT NULL,
     deleted_ts  bigint,                    -- soft delete
     encrypted   boolean NOT NULL DEFAULT false,
+    dek_id      bigint,                    -- current data key of an encrypted thread
     last_seq    bigint  NOT NULL DEFAULT 0, -- per-thread message counter; its row lock orders appends
     CONSTRAINT threads_pkey PRIMARY KEY (id),
     CONSTRAINT threads_id_length CHECK (length(id) BETWEEN 1 AND 128)
@@ -29,14 +40,16 @@ CREATE TABLE progressdb.messages (
     author      text    NOT NULL,
     role        text    NOT NULL DEFAULT 'user',
     ts          bigint  NOT NULL,          -- creation time, Unix nanoseconds
-    body        jsonb   NOT NULL,
+    body        jsonb,                     -- plaintext (part of the) body; NULL when all of it is encrypted
+    body_enc    progressdb.ciphertext,     -- encrypted part, in encrypted threads
     reply_to    text,
     reactions   jsonb   NOT NULL DEFAULT '{}', -- identity -> reaction, one per identity
     version     integer NOT NULL DEFAULT 1,
     updated_ts  bigint  NOT NULL,          -- when the current version was written
     deleted_ts  bigint,                    -- soft delete
     CONSTRAINT messages_pkey PRIMARY KEY (thread, seq),
-    CONSTRAINT messages_body_not_null CHECK (jsonb_typeof(body) <> 'null')
+    CONSTRAINT messages_body_present CHECK (body IS NOT NULL OR body_enc IS NOT NULL),
+    CONSTRAINT messages_body_not_json_null CHECK (jsonb_typeof(body) <> 'null')
 );
 -- Lookup by message id alone (GET /v1/messages/{id}). Not unique on purpose:
 -- a unique key must lead with the thread; ids are unique by construction.
@@ -50,9 +63,22 @@ CREATE TABLE progressdb.message_versions (
     thread      text    NOT NULL,
     seq         bigint  NOT NULL,
     version     integer NOT NULL,
-    body        jsonb   NOT NULL,
+    body        jsonb,
+    body_enc    progressdb.ciphertext,     -- sealed with this version's identity
     updated_ts  bigint  NOT NULL,          -- when this version was written
     CONSTRAINT message_versions_pkey PRIMARY KEY (thread, seq, version)
+);
+
+-- Data keys of encrypted threads, wrapped by a master key (KEK) named by
+-- kek_id. Ids come from one sequence, so a data key id is never reused.
+CREATE SEQUENCE progressdb.dek_id_seq;
+CREATE TABLE progressdb.thread_keys (
+    thread      text    NOT NULL,
+    dek_id      bigint  NOT NULL,
+    kek_id      text    NOT NULL,
+    wrapped     bytea   NOT NULL,          -- nonce || AES-256-GCM-SIV(KEK, DEK)
+    created_ts  bigint  NOT NULL,
+    CONSTRAINT thread_keys_pkey PRIMARY KEY (thread, dek_id)
 );
 
 -- User data in extension tables is dumped by pg_dump only when marked so.
@@ -60,6 +86,8 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.threads', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.messages', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.message_versions', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_number_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.dek_id_seq', '');
 
 -- Errors carry SQLSTATEs (API.md): the gateway maps them to HTTP statuses.
 CREATE FUNCTION progressdb._fail(code text, msg text) RETURNS void
@@ -113,10 +141,14 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 -- The Message document (API.md); optional fields are omitted when empty.
+-- Encrypted bodies are opened here, so every reader returns plaintext.
 CREATE FUNCTION progressdb._message_json(m progressdb.messages) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('id', m.id, 'thread', m.thread, 'author', m.author, 'role', m.role,
-                              'ts', m.ts, 'body', m.body, 'version', m.version,
+                              'ts', m.ts,
+                              'body', CASE WHEN m.body_enc IS NULL THEN m.body
+                                           ELSE progressdb._open(m.thread, m.id, m.version, m.body, m.body_enc) END,
+                              'version', m.version,
                               'updated_ts', m.updated_ts)
         || CASE WHEN m.reply_to IS NULL THEN '{}'::jsonb
                 ELSE jsonb_build_object('reply_to', m.reply_to) END

@@ -43,16 +43,19 @@ DECLARE
     t progressdb.threads;
     now_ns bigint := progressdb.now_ns();
     real_title text := coalesce(title, 'New Thread #' || nextval('progressdb.thread_number_seq'));
+    is_encrypted boolean := coalesce(encrypted, progressdb._encrypt_new_threads());
 BEGIN
-    IF coalesce(encrypted, false) THEN
-        RAISE EXCEPTION USING ERRCODE = '0A000',
-            MESSAGE = 'encrypted threads are not available in this version of progressdb';
-    END IF;
     INSERT INTO progressdb.threads AS th (id, title, slug, author, created_ts, updated_ts, encrypted, last_seq)
     VALUES (thread_id, real_title, progressdb.slugify(real_title, thread_id), author, now_ns, now_ns,
-            false, first_seq)
+            is_encrypted, first_seq)
     ON CONFLICT ON CONSTRAINT threads_pkey DO NOTHING
     RETURNING th.* INTO t;
+    IF t.id IS NOT NULL AND is_encrypted THEN
+        -- The data key is made only once the id is ours (no orphan keys).
+        UPDATE progressdb.threads th SET dek_id = progressdb._create_dek(thread_id)
+         WHERE th.id = thread_id
+        RETURNING th.* INTO t;
+    END IF;
     RETURN t;
 END
 $$;

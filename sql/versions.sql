@@ -5,9 +5,11 @@
 CREATE FUNCTION progressdb._keep_previous_version() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.body IS DISTINCT FROM OLD.body THEN
-        INSERT INTO progressdb.message_versions (thread, seq, version, body, updated_ts)
-        VALUES (OLD.thread, OLD.seq, OLD.version, OLD.body, OLD.updated_ts);
+    -- rotate_thread_key re-seals bodies under a new key: not a content change.
+    IF (NEW.body IS DISTINCT FROM OLD.body OR NEW.body_enc IS DISTINCT FROM OLD.body_enc)
+       AND current_setting('progressdb.reencrypting', true) IS DISTINCT FROM 'on' THEN
+        INSERT INTO progressdb.message_versions (thread, seq, version, body, body_enc, updated_ts)
+        VALUES (OLD.thread, OLD.seq, OLD.version, OLD.body, OLD.body_enc, OLD.updated_ts);
         NEW.version := OLD.version + 1;
         NEW.updated_ts := progressdb.now_ns();
     END IF;
@@ -16,7 +18,7 @@ END
 $$;
 
 CREATE TRIGGER messages_keep_previous_version
-    BEFORE UPDATE OF body ON progressdb.messages
+    BEFORE UPDATE OF body, body_enc ON progressdb.messages
     FOR EACH ROW EXECUTE FUNCTION progressdb._keep_previous_version();
 
 -- All versions of a message, oldest first, the current one last. Earlier
@@ -30,8 +32,8 @@ DECLARE
 BEGIN
     PERFORM progressdb._check_read(m, actor);
     SELECT coalesce(jsonb_agg(
-               progressdb._message_json((m.thread, m.seq, m.id, m.author, m.role, m.ts, v.body, m.reply_to,
-                                         '{}'::jsonb, v.version, v.updated_ts, NULL)::progressdb.messages)
+               progressdb._message_json((m.thread, m.seq, m.id, m.author, m.role, m.ts, v.body, v.body_enc,
+                                         m.reply_to, '{}'::jsonb, v.version, v.updated_ts, NULL)::progressdb.messages)
                ORDER BY v.version), '[]')
       INTO earlier
       FROM progressdb.message_versions v

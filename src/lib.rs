@@ -8,6 +8,8 @@
 
 ::pgrx::pg_module_magic!(name, version);
 
+pub mod crypto;
+pub mod guc;
 pub mod ids;
 pub mod messages;
 pub mod reactions;
@@ -19,12 +21,29 @@ pub mod versions;
 #[cfg(any(test, feature = "pg_test"))]
 pub mod testing;
 
+#[allow(non_snake_case)]
+#[pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    guc::init();
+}
+
 /// Called by `cargo pgrx test` to configure the test cluster.
 #[cfg(test)]
 pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
+    /// The in-database tests run with a master key file of their own.
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec![]
+        let dir = std::path::Path::new("/tmp/progressdb-pgtest-keys");
+        std::fs::create_dir_all(dir).expect("key dir");
+        let file = dir.join("keys");
+        let key = "test-kek-1:8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n";
+        // Written once and atomically: running servers may be reading it.
+        if std::fs::read_to_string(&file).ok().as_deref() != Some(key) {
+            let tmp = dir.join(format!("keys.{}", std::process::id()));
+            std::fs::write(&tmp, key).expect("key file");
+            std::fs::rename(&tmp, &file).expect("key file");
+        }
+        vec!["progressdb.master_key_file = '/tmp/progressdb-pgtest-keys/keys'"]
     }
 }

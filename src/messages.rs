@@ -57,7 +57,10 @@ mod tests {
         assert!(thread.starts_with("thread-"), "{m}");
         assert_eq!(m["role"], "assistant");
         assert_eq!(m["body"], "hi");
-        assert_eq!(json(&format!("SELECT progressdb.get_thread('{thread}')"))["author"], "alice");
+        assert_eq!(
+            json(&format!("SELECT progressdb.get_thread('{thread}')"))["author"],
+            "alice"
+        );
     }
 
     #[pg_test]
@@ -77,31 +80,65 @@ mod tests {
     fn post_message_rejects_bad_input_and_writes_nothing() {
         run("SELECT progressdb.create_thread('alice', 'x', 'mine')");
         let cases = [
-            ("SELECT progressdb.post_message('t', 'alice', NULL)", "22004"),
-            ("SELECT progressdb.post_message('t', 'alice', 'null'::jsonb)", "22004"),
+            (
+                "SELECT progressdb.post_message('t', 'alice', NULL)",
+                "22004",
+            ),
+            (
+                "SELECT progressdb.post_message('t', 'alice', 'null'::jsonb)",
+                "22004",
+            ),
             ("SELECT progressdb.post_message('t', NULL, '{}')", "22004"),
             ("SELECT progressdb.post_message('t', '', '{}')", "22023"),
             ("SELECT progressdb.post_message('', 'alice', '{}')", "22023"),
-            ("SELECT progressdb.post_message('t', 'alice', '{}', '')", "22023"),
-            ("SELECT progressdb.post_message('t', 'alice', '{}', reply_to => 'msg-nope')", "22023"),
-            ("SELECT progressdb.post_message('mine', 'bob', '{}', actor => 'bob')", "42501"),
+            (
+                "SELECT progressdb.post_message('t', 'alice', '{}', '')",
+                "22023",
+            ),
+            (
+                "SELECT progressdb.post_message('t', 'alice', '{}', reply_to => 'msg-nope')",
+                "22023",
+            ),
+            (
+                "SELECT progressdb.post_message('mine', 'bob', '{}', actor => 'bob')",
+                "42501",
+            ),
         ];
         for (sql, code) in cases {
             assert_fails(sql, code);
         }
-        assert_fails(&format!("SELECT progressdb.post_message('{}', 'alice', '{{}}')", "t".repeat(129)), "22023");
-        assert_fails(&format!("SELECT progressdb.post_message('t', '{}', '{{}}')", "a".repeat(129)), "22023");
+        assert_fails(
+            &format!(
+                "SELECT progressdb.post_message('{}', 'alice', '{{}}')",
+                "t".repeat(129)
+            ),
+            "22023",
+        );
+        assert_fails(
+            &format!(
+                "SELECT progressdb.post_message('t', '{}', '{{}}')",
+                "a".repeat(129)
+            ),
+            "22023",
+        );
         let n = Spi::get_one::<i64>("SELECT count(*) FROM progressdb.messages").unwrap();
         assert_eq!(n, Some(0));
         let threads = Spi::get_one::<i64>("SELECT count(*) FROM progressdb.threads").unwrap();
-        assert_eq!(threads, Some(1), "no thread may be auto-created by a failed post");
+        assert_eq!(
+            threads,
+            Some(1),
+            "no thread may be auto-created by a failed post"
+        );
     }
 
     #[pg_test]
     fn posting_to_a_deleted_thread_is_not_found() {
         post("t", "alice", "1");
         run("SELECT progressdb.delete_thread('t')");
-        assert_fails("SELECT progressdb.post_message('t', 'alice', '{}')", "P0002");
+        assert_fails(
+            "SELECT progressdb.post_message('t', 'alice', '{}')",
+            "P0002",
+        );
     }
 
     #[pg_test]
@@ -109,11 +146,25 @@ mod tests {
         let m = post("t", "alice", "hello");
         let id = m["id"].as_str().unwrap();
         assert_eq!(json(&format!("SELECT progressdb.get_message('{id}')")), m);
-        assert_eq!(json(&format!("SELECT progressdb.get_message('{id}', 'alice', 't')")), m);
-        assert_fails(&format!("SELECT progressdb.get_message('{id}', in_thread => 'other')"), "P0002");
-        assert_fails(&format!("SELECT progressdb.get_message('{id}', 'mallory')"), "42501");
+        assert_eq!(
+            json(&format!(
+                "SELECT progressdb.get_message('{id}', 'alice', 't')"
+            )),
+            m
+        );
+        assert_fails(
+            &format!("SELECT progressdb.get_message('{id}', in_thread => 'other')"),
+            "P0002",
+        );
+        assert_fails(
+            &format!("SELECT progressdb.get_message('{id}', 'mallory')"),
+            "42501",
+        );
         assert_fails("SELECT progressdb.get_message('msg-nope')", "P0002");
-        assert_fails(&format!("SELECT progressdb.get_message('{}')", "m".repeat(129)), "22023");
+        assert_fails(
+            &format!("SELECT progressdb.get_message('{}')", "m".repeat(129)),
+            "22023",
+        );
     }
 
     #[pg_test]
@@ -129,17 +180,23 @@ mod tests {
         let before = page["pagination"]["before"].as_str().unwrap().to_string();
         assert_eq!(before, page["messages"][0]["id"].as_str().unwrap());
 
-        let older = json(&format!("SELECT progressdb.list_messages('t', 2, before => '{before}')"));
+        let older = json(&format!(
+            "SELECT progressdb.list_messages('t', 2, before => '{before}')"
+        ));
         assert_eq!(texts(&older), ["2", "3"]);
         assert_eq!(older["pagination"]["has_before"], true);
         assert_eq!(older["pagination"]["has_after"], true);
         let oldest_cursor = older["pagination"]["before"].as_str().unwrap().to_string();
-        let oldest = json(&format!("SELECT progressdb.list_messages('t', 2, before => '{oldest_cursor}')"));
+        let oldest = json(&format!(
+            "SELECT progressdb.list_messages('t', 2, before => '{oldest_cursor}')"
+        ));
         assert_eq!(texts(&oldest), ["1"]);
         assert_eq!(oldest["pagination"]["has_before"], false);
 
         let after_cursor = older["pagination"]["after"].as_str().unwrap().to_string();
-        let newer = json(&format!("SELECT progressdb.list_messages('t', 10, after => '{after_cursor}')"));
+        let newer = json(&format!(
+            "SELECT progressdb.list_messages('t', 10, after => '{after_cursor}')"
+        ));
         assert_eq!(texts(&newer), ["4", "5"]);
         assert_eq!(newer["pagination"]["has_after"], false);
         assert_eq!(newer["pagination"]["has_before"], true);
@@ -166,12 +223,26 @@ mod tests {
         assert_fails("SELECT progressdb.list_messages('t', 0)", "22023");
         assert_fails("SELECT progressdb.list_messages('t', 1001)", "22023");
         assert_fails("SELECT progressdb.list_messages('nope')", "P0002");
-        assert_fails("SELECT progressdb.list_messages('t', actor => 'bob')", "42501");
-        assert_fails("SELECT progressdb.list_messages('t', before => 'msg-nope')", "22023");
+        assert_fails(
+            "SELECT progressdb.list_messages('t', actor => 'bob')",
+            "42501",
+        );
+        assert_fails(
+            "SELECT progressdb.list_messages('t', before => 'msg-nope')",
+            "22023",
+        );
         let other = post("u", "alice", "x");
         let id = other["id"].as_str().unwrap();
-        assert_fails(&format!("SELECT progressdb.list_messages('t', after => '{id}')"), "22023");
-        assert_eq!(texts(&json("SELECT progressdb.list_messages('t', 1000, actor => 'alice')")), ["1"]);
+        assert_fails(
+            &format!("SELECT progressdb.list_messages('t', after => '{id}')"),
+            "22023",
+        );
+        assert_eq!(
+            texts(&json(
+                "SELECT progressdb.list_messages('t', 1000, actor => 'alice')"
+            )),
+            ["1"]
+        );
     }
 
     #[pg_test]
@@ -179,21 +250,40 @@ mod tests {
         post("t", "alice", "1");
         let m = post("t", "alice", "2");
         let id = m["id"].as_str().unwrap();
-        assert_fails(&format!("SELECT progressdb.delete_message('{id}', 'bob')"), "42501");
-        run(&format!("SELECT progressdb.delete_message('{id}', 'alice')"));
-        run(&format!("SELECT progressdb.delete_message('{id}', 'alice')")); // idempotent
+        assert_fails(
+            &format!("SELECT progressdb.delete_message('{id}', 'bob')"),
+            "42501",
+        );
+        run(&format!(
+            "SELECT progressdb.delete_message('{id}', 'alice')"
+        ));
+        run(&format!(
+            "SELECT progressdb.delete_message('{id}', 'alice')"
+        )); // idempotent
         assert_eq!(texts(&json("SELECT progressdb.list_messages('t')")), ["1"]);
         let with_deleted = json("SELECT progressdb.list_messages('t', include_deleted => true)");
         assert_eq!(texts(&with_deleted), ["1", "2"]);
         assert_eq!(with_deleted["messages"][1]["deleted"], true);
         assert_fails(&format!("SELECT progressdb.get_message('{id}')"), "P0002");
-        assert_fails(&format!("SELECT progressdb.edit_message('{id}', '{{}}')"), "P0002");
+        assert_fails(
+            &format!("SELECT progressdb.edit_message('{id}', '{{}}')"),
+            "P0002",
+        );
 
-        assert_fails(&format!("SELECT progressdb.restore_message('{id}', 'bob')"), "42501");
-        let restored = json(&format!("SELECT progressdb.restore_message('{id}', 'alice')"));
+        assert_fails(
+            &format!("SELECT progressdb.restore_message('{id}', 'bob')"),
+            "42501",
+        );
+        let restored = json(&format!(
+            "SELECT progressdb.restore_message('{id}', 'alice')"
+        ));
         assert!(restored.get("deleted").is_none(), "{restored}");
-        assert_eq!(texts(&json("SELECT progressdb.list_messages('t')")), ["1", "2"]);
-        let versions = Spi::get_one::<i64>("SELECT count(*) FROM progressdb.message_versions").unwrap();
+        assert_eq!(
+            texts(&json("SELECT progressdb.list_messages('t')")),
+            ["1", "2"]
+        );
+        let versions =
+            Spi::get_one::<i64>("SELECT count(*) FROM progressdb.message_versions").unwrap();
         assert_eq!(versions, Some(0), "delete/restore are not content versions");
     }
 
@@ -201,11 +291,25 @@ mod tests {
     fn edit_message_is_author_only_and_validated() {
         let m = post("t", "alice", "v1");
         let id = m["id"].as_str().unwrap();
-        assert_fails(&format!("SELECT progressdb.edit_message('{id}', '{{\"text\":\"x\"}}', 'bob')"), "42501");
-        assert_fails(&format!("SELECT progressdb.edit_message('{id}', 'null')"), "22004");
-        assert_fails(&format!("SELECT progressdb.edit_message('{id}', NULL)"), "22004");
-        assert_fails(&format!("SELECT progressdb.edit_message('{id}', '{{}}', in_thread => 'u')"), "P0002");
-        let e = json(&format!("SELECT progressdb.edit_message('{id}', '{{\"text\":\"v2\"}}', 'alice', 't')"));
+        assert_fails(
+            &format!("SELECT progressdb.edit_message('{id}', '{{\"text\":\"x\"}}', 'bob')"),
+            "42501",
+        );
+        assert_fails(
+            &format!("SELECT progressdb.edit_message('{id}', 'null')"),
+            "22004",
+        );
+        assert_fails(
+            &format!("SELECT progressdb.edit_message('{id}', NULL)"),
+            "22004",
+        );
+        assert_fails(
+            &format!("SELECT progressdb.edit_message('{id}', '{{}}', in_thread => 'u')"),
+            "P0002",
+        );
+        let e = json(&format!(
+            "SELECT progressdb.edit_message('{id}', '{{\"text\":\"v2\"}}', 'alice', 't')"
+        ));
         assert_eq!(e["body"]["text"], "v2");
         assert_eq!(e["version"], 2);
         assert_eq!(e["id"], m["id"]);
@@ -213,23 +317,53 @@ mod tests {
         assert!(e["updated_ts"].as_i64() > m["updated_ts"].as_i64());
     }
 
-    #[pg_test]
-    fn newest_page_is_an_index_range_scan_without_sort() {
-        for i in 0..200 {
-            post(if i % 2 == 0 { "t" } else { "u" }, "alice", &i.to_string());
-        }
-        run("ANALYZE progressdb.messages");
-        let plan = Spi::get_one::<pgrx::Json>(
-            "EXPLAIN (FORMAT JSON) SELECT * FROM progressdb._page_older('t', 9223372036854775807, 50, false)",
-        )
+    fn page_plan(thread: &str) -> String {
+        Spi::get_one::<pgrx::Json>(&format!(
+            "EXPLAIN (FORMAT JSON) SELECT * FROM progressdb._page_older('{thread}', 9223372036854775807, 50, false)"
+        ))
         .unwrap()
         .unwrap()
         .0
-        .to_string();
+        .to_string()
+    }
+
+    fn assert_keyset_plan(plan: &str) {
         assert!(plan.contains("\"Index Scan\""), "{plan}");
         assert!(plan.contains("messages_pkey"), "{plan}");
         assert!(plan.contains("\"Backward\""), "{plan}");
         assert!(!plan.contains("\"Sort\""), "{plan}");
         assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(!plan.contains("Bitmap"), "{plan}");
+    }
+
+    #[pg_test]
+    fn newest_page_is_an_index_range_scan_without_sort() {
+        // A busy thread interleaved with 50 quieter ones, as in a chat database.
+        run("SELECT progressdb.post_message(CASE WHEN i % 3 = 0 THEN 'busy' ELSE 't' || (i % 50) END,
+                                            'alice', jsonb_build_object('i', i))
+               FROM generate_series(1, 6000) i");
+        run("ANALYZE progressdb.messages");
+        assert_keyset_plan(&page_plan("busy"));
+    }
+
+    #[pg_test]
+    fn list_messages_keeps_the_keyset_plan_for_small_threads_too() {
+        // For a thread of ~100 rows the planner alone would fetch them all and
+        // sort; list_messages pins the keyset plan (a generic plan must not
+        // read a busy thread's whole history to return 50 rows).
+        run(
+            "SELECT progressdb.post_message('t' || (i % 50), 'alice', jsonb_build_object('i', i))
+               FROM generate_series(1, 5000) i",
+        );
+        run("ANALYZE progressdb.messages");
+        let config = Spi::get_one::<String>(
+            "SELECT array_to_string(proconfig, ',') FROM pg_proc WHERE oid = 'progressdb.list_messages'::regproc",
+        )
+        .unwrap()
+        .unwrap_or_default();
+        assert_eq!(config, "enable_sort=off,enable_bitmapscan=off");
+        run("SET LOCAL enable_sort = off");
+        run("SET LOCAL enable_bitmapscan = off");
+        assert_keyset_plan(&page_plan("t7"));
     }
 }

@@ -22,11 +22,8 @@ $$;
 
 /// The SQLSTATE that `sql` fails with, or None when it succeeds.
 pub fn sqlstate(sql: &str) -> Option<String> {
-    Spi::get_one_with_args::<String>(
-        "SELECT progressdb.test_sqlstate_of($1)",
-        &[sql.into()],
-    )
-    .expect("test_sqlstate_of")
+    Spi::get_one_with_args::<String>("SELECT progressdb.test_sqlstate_of($1)", &[sql.into()])
+        .expect("test_sqlstate_of")
 }
 
 /// Asserts that `sql` fails with `code`.

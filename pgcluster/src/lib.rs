@@ -120,7 +120,14 @@ impl Cluster {
             Command::new(self.bin("initdb"))
                 .arg("-D")
                 .arg(&self.data_dir)
-                .args(["--auth=trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"]),
+                .args([
+                    "--auth=trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]),
         )?;
         check(out, "initdb")?;
         Ok(true)
@@ -128,9 +135,14 @@ impl Cluster {
 
     /// True when a postmaster is running on this data directory.
     pub fn is_running(&self) -> bool {
-        self.run_as_pg(Command::new(self.bin("pg_ctl")).arg("-D").arg(&self.data_dir).arg("status"))
-            .map(|o| o.status.success())
-            .unwrap_or(false)
+        self.run_as_pg(
+            Command::new(self.bin("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data_dir)
+                .arg("status"),
+        )
+        .map(|o| o.status.success())
+        .unwrap_or(false)
     }
 
     /// Starts the server (no TCP listener; unix socket only) and waits until it
@@ -157,13 +169,23 @@ impl Cluster {
                 .arg(&log)
                 .args(["-w", "-t", "60", "-o", &opts, "start"]),
         )?;
-        check(out, "pg_ctl start").map_err(|e| {
-            let tail = std::fs::read_to_string(&log)
-                .map(|s| s.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
-                .unwrap_or_default();
-            err(format!("{e}\nserver log ({}):\n{tail}", log.display()))
-        })
-        .map(|_| ())
+        check(out, "pg_ctl start")
+            .map_err(|e| {
+                let tail = std::fs::read_to_string(&log)
+                    .map(|s| {
+                        s.lines()
+                            .rev()
+                            .take(10)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default();
+                err(format!("{e}\nserver log ({}):\n{tail}", log.display()))
+            })
+            .map(|_| ())
     }
 
     /// Fast shutdown (rolls back open transactions, checkpoints, exits).
@@ -187,7 +209,16 @@ impl Cluster {
                 .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
                 .arg("-h")
                 .arg(&self.socket_dir)
-                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db, "-c", sql]),
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    db,
+                    "-c",
+                    sql,
+                ]),
         )?;
         check(out, "psql").map(|s| s.trim().to_string())
     }
@@ -196,7 +227,9 @@ impl Cluster {
     pub fn run_as_pg(&self, cmd: &mut Command) -> Result<Output> {
         let mut real = if is_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(cmd.get_program()).args(cmd.get_args());
+            c.args(["-u", "postgres", "--"])
+                .arg(cmd.get_program())
+                .args(cmd.get_args());
             c
         } else {
             let mut c = Command::new(cmd.get_program());
@@ -247,7 +280,8 @@ pub fn is_root() -> bool {
 /// Creates `dir` (and parents) and, when root, hands it to `postgres`.
 fn make_owned_dir(dir: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .map_err(|e| err(format!("cannot chmod {}: {e}", dir.display())))?;
     if is_root() {

@@ -61,8 +61,15 @@ fn set_mode(p: &std::path::Path, mode: u32) {
 
 /// Calls a SQL function returning jsonb and parses it (via text, so no
 /// binary-format concerns).
-pub async fn call(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> serde_json::Value {
-    let row = client.query_one(sql, params).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+pub async fn call(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> serde_json::Value {
+    let row = client
+        .query_one(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let text: String = row.get(0);
     serde_json::from_str(&text).expect("json")
 }

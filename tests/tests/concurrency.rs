@@ -44,13 +44,23 @@ async fn concurrent_appenders_to_one_thread_lose_and_duplicate_nothing() {
         )
         .await
         .unwrap();
-    let (n, distinct, lo, hi): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (n, distinct, lo, hi): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     let total = (WRITERS * PER_WRITER) as i64;
-    assert_eq!((n, distinct, lo, hi), (total, total, 1, total), "seqs must be exactly 1..{total}");
+    assert_eq!(
+        (n, distinct, lo, hi),
+        (total, total, 1, total),
+        "seqs must be exactly 1..{total}"
+    );
 
     // Each writer's messages appear in the order it wrote them.
-    let page = call(&client, "SELECT progressdb.list_messages('busy', 1000)::text", &[]).await;
-    let mut last = vec![-1i64; WRITERS];
+    let page = call(
+        &client,
+        "SELECT progressdb.list_messages('busy', 1000)::text",
+        &[],
+    )
+    .await;
+    let mut last = [-1i64; WRITERS];
     for m in page["messages"].as_array().unwrap() {
         let w = m["body"]["w"].as_u64().unwrap() as usize;
         let i = m["body"]["i"].as_i64().unwrap();
@@ -65,18 +75,34 @@ async fn appends_to_other_threads_do_not_wait_for_an_open_append() {
     let holder = tc.connect("postgres").await;
     let other = tc.connect("postgres").await;
     let same = tc.connect("postgres").await;
-    holder.batch_execute("SELECT progressdb.post_message('x', 'a', '{}')").await.unwrap();
+    holder
+        .batch_execute("SELECT progressdb.post_message('x', 'a', '{}')")
+        .await
+        .unwrap();
 
     // Session 1 appends to x and keeps its transaction open.
-    holder.batch_execute("BEGIN; SELECT progressdb.post_message('x', 'a', '{}')").await.unwrap();
+    holder
+        .batch_execute("BEGIN; SELECT progressdb.post_message('x', 'a', '{}')")
+        .await
+        .unwrap();
 
     // Session 2 appends to y: must not wait at all.
-    other.batch_execute("SET lock_timeout = '2s'").await.unwrap();
-    let m = call(&other, "SELECT progressdb.post_message('y', 'b', '{}')::text", &[]).await;
+    other
+        .batch_execute("SET lock_timeout = '2s'")
+        .await
+        .unwrap();
+    let m = call(
+        &other,
+        "SELECT progressdb.post_message('y', 'b', '{}')::text",
+        &[],
+    )
+    .await;
     assert_eq!(m["thread"], "y");
 
     // Session 3 appends to x: waits for session 1 (the seq lock), so it times out.
-    same.batch_execute("SET lock_timeout = '300ms'").await.unwrap();
+    same.batch_execute("SET lock_timeout = '300ms'")
+        .await
+        .unwrap();
     let err = same
         .batch_execute("SELECT progressdb.post_message('x', 'c', '{}')")
         .await
@@ -84,7 +110,9 @@ async fn appends_to_other_threads_do_not_wait_for_an_open_append() {
     assert_eq!(err.code().map(|c| c.code()), Some("55P03"), "{err}");
 
     holder.batch_execute("COMMIT").await.unwrap();
-    same.batch_execute("SELECT progressdb.post_message('x', 'c', '{}')").await.unwrap();
+    same.batch_execute("SELECT progressdb.post_message('x', 'c', '{}')")
+        .await
+        .unwrap();
     let row = same
         .query_one("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM progressdb.messages WHERE thread = 'x'", &[])
         .await

@@ -24,12 +24,27 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
         .await;
         ids.push(m["id"].as_str().unwrap().to_string());
     }
-    c.execute("SELECT progressdb.edit_message($1, '{\"text\":\"edited\"}')", &[&ids[0]]).await.unwrap();
-    c.execute("SELECT progressdb.add_reaction($1, 'bob', '👍')", &[&ids[1]]).await.unwrap();
-    c.execute("SELECT progressdb.delete_message($1)", &[&ids[2]]).await.unwrap();
-    c.execute("SELECT progressdb.post_message('general', 'bob', '{}', reply_to => $1)", &[&ids[1]])
+    c.execute(
+        "SELECT progressdb.edit_message($1, '{\"text\":\"edited\"}')",
+        &[&ids[0]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT progressdb.add_reaction($1, 'bob', '👍')",
+        &[&ids[1]],
+    )
+    .await
+    .unwrap();
+    c.execute("SELECT progressdb.delete_message($1)", &[&ids[2]])
         .await
         .unwrap();
+    c.execute(
+        "SELECT progressdb.post_message('general', 'bob', '{}', reply_to => $1)",
+        &[&ids[1]],
+    )
+    .await
+    .unwrap();
 
     let snapshot = "SELECT jsonb_build_object(
             'threads', progressdb.list_threads(NULL),
@@ -45,30 +60,60 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
     let port = cl.port().to_string();
     let run = |cmd: &mut Command| {
         let out = cl.run_as_pg(cmd).unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run(Command::new(cl.bin("pg_dump"))
-        .args(["-Fc", "-h", &sock, "-p", &port, "-U", "postgres", "-d", "postgres", "-f"])
+        .args([
+            "-Fc", "-h", &sock, "-p", &port, "-U", "postgres", "-d", "postgres", "-f",
+        ])
         .arg(&dump));
     cl.psql("postgres", "CREATE DATABASE restored").unwrap();
     run(Command::new(cl.bin("pg_restore"))
-        .args(["--exit-on-error", "-h", &sock, "-p", &port, "-U", "postgres", "-d", "restored"])
+        .args([
+            "--exit-on-error",
+            "-h",
+            &sock,
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "restored",
+        ])
         .arg(&dump));
 
     let r = tc.connect("restored").await;
     let after = call(&r, snapshot, &[&ids[0]]).await;
     assert_eq!(before, after);
-    assert_eq!(after["stats"]["messages"], 40, "40 live messages + 1 reply - 1 deleted");
+    assert_eq!(
+        after["stats"]["messages"], 40,
+        "40 live messages + 1 reply - 1 deleted"
+    );
 
     // Counters came along: the next append continues the timeline.
-    let next = call(&r, "SELECT progressdb.post_message('general', 'alice', '{}')::text", &[]).await;
+    let next = call(
+        &r,
+        "SELECT progressdb.post_message('general', 'alice', '{}')::text",
+        &[],
+    )
+    .await;
     let seq: i64 = r
-        .query_one("SELECT seq FROM progressdb.messages WHERE id = $1", &[&next["id"].as_str().unwrap()])
+        .query_one(
+            "SELECT seq FROM progressdb.messages WHERE id = $1",
+            &[&next["id"].as_str().unwrap()],
+        )
         .await
         .unwrap()
         .get(0);
     let max_before: i64 = c
-        .query_one("SELECT max(seq) FROM progressdb.messages WHERE thread = 'general'", &[])
+        .query_one(
+            "SELECT max(seq) FROM progressdb.messages WHERE thread = 'general'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);

@@ -1,0 +1,712 @@
+#!/usr/bin/env python3
+"""Aggregation for bench/run.sh: turns raw pgbench/wrk output into records,
+and records into results.json, RESULTS.md and results.png.
+
+Subcommands (all append to / read from a JSON-lines file of records):
+  pgbench  --jsonl F --scenario S --target T --clients N --prefix P --status ok|failed [--extra JSON]
+  wrk      --jsonl F --scenario S --target T --clients N --result R --status ok|failed [--extra JSON]
+  record   --jsonl F --json '{...}'
+  report   --jsonl F --meta M --md OUT.md --json OUT.json [--png OUT.png]
+
+Only the standard library, plus matplotlib for the plot.
+"""
+import argparse
+import glob
+import json
+import math
+import os
+import re
+import sys
+
+# ---------------------------------------------------------------- helpers
+
+
+def append(path, rec):
+    with open(path, "a") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+
+def pct(sorted_vals, p):
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_vals:
+        return None
+    k = max(1, math.ceil(p / 100.0 * len(sorted_vals)))
+    return sorted_vals[k - 1]
+
+
+def tail(path, n=6):
+    try:
+        with open(path, errors="replace") as f:
+            lines = [l.rstrip() for l in f if l.strip()]
+        return " | ".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+def base_record(a, status):
+    rec = {"scenario": a.scenario, "target": a.target, "clients": a.clients, "status": status}
+    if a.extra:
+        rec.update(json.loads(a.extra))
+    return rec
+
+
+# ---------------------------------------------------------------- pgbench
+
+
+def cmd_pgbench(a):
+    rec = base_record(a, a.status)
+    out = a.prefix + ".out"
+    err = a.prefix + ".err"
+    text = open(out, errors="replace").read() if os.path.exists(out) else ""
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
+    tps = float(m.group(1)) if m else None
+    lat = []
+    for f in glob.glob(a.prefix + ".[0-9]*"):
+        with open(f) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 6 and parts[2].isdigit():
+                    lat.append(int(parts[2]))
+    lat.sort()
+    failed = None
+    m = re.search(r"number of failed transactions: (\d+)", text)
+    if m:
+        failed = int(m.group(1))
+    rec.update(
+        {
+            "tool": "pgbench",
+            "throughput": tps,
+            "transactions": len(lat),
+            "p50_ms": round(pct(lat, 50) / 1000, 3) if lat else None,
+            "p90_ms": round(pct(lat, 90) / 1000, 3) if lat else None,
+            "p99_ms": round(pct(lat, 99) / 1000, 3) if lat else None,
+            "mean_ms": round(sum(lat) / len(lat) / 1000, 3) if lat else None,
+            "max_ms": round(lat[-1] / 1000, 3) if lat else None,
+        }
+    )
+    problems = []
+    if a.status != "ok":
+        problems.append("pgbench exited non-zero")
+    if not lat or tps is None:
+        problems.append("no transactions completed")
+    if failed:
+        problems.append(f"{failed} failed transactions")
+    if "aborted" in text or (os.path.exists(err) and re.search(r"aborted|ERROR", open(err, errors="replace").read())):
+        problems.append("client aborted")
+    if problems:
+        rec["status"] = "failed"
+        rec["error"] = "; ".join(problems) + (": " + tail(err) if tail(err) else "")
+    append(a.jsonl, rec)
+    print(summary_line(rec))
+    return 0
+
+
+# ---------------------------------------------------------------- wrk
+
+
+def cmd_wrk(a):
+    rec = base_record(a, a.status)
+    res = None
+    try:
+        with open(a.result) as f:
+            res = json.load(f)
+    except (OSError, ValueError) as e:
+        rec["status"] = "failed"
+        rec["error"] = f"no wrk result ({e})"
+    if res:
+        secs = res["duration_us"] / 1e6
+        errs = res["errors"]
+        nerr = sum(errs.values())
+        rec.update(
+            {
+                "tool": "wrk",
+                "throughput": round(res["requests"] / secs, 1) if secs > 0 else None,
+                "transactions": res["requests"],
+                "p50_ms": round(res["p50_us"] / 1000, 3),
+                "p90_ms": round(res["p90_us"] / 1000, 3),
+                "p99_ms": round(res["p99_us"] / 1000, 3),
+                "mean_ms": round(res["mean_us"] / 1000, 3),
+                "max_ms": round(res["max_us"] / 1000, 3),
+                "errors": errs,
+            }
+        )
+        if a.status != "ok":
+            rec["status"] = "failed"
+            rec["error"] = "wrk exited non-zero"
+        elif res["requests"] == 0:
+            rec["status"] = "failed"
+            rec["error"] = "no requests completed"
+        elif nerr:
+            rec["status"] = "failed"
+            rec["error"] = f"{nerr} request errors {errs} of {res['requests']} requests"
+    append(a.jsonl, rec)
+    print(summary_line(rec))
+    return 0
+
+
+def cmd_record(a):
+    rec = json.loads(a.json) if a.json else {}
+    for kv in a.kv or []:
+        k, _, v = kv.partition("=")
+        if k == "json":
+            rec.update(json.loads(v))
+            continue
+        try:
+            v = json.loads(v) if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", v) else v
+        except ValueError:
+            pass
+        rec[k] = v
+    append(a.jsonl, rec)
+    print(summary_line(rec))
+    return 0
+
+
+def summary_line(rec):
+    head = f"  {rec.get('scenario')}/{rec.get('target')}"
+    if rec.get("clients"):
+        head += f" c={rec['clients']}"
+    if rec.get("status") != "ok":
+        return f"{head}: {rec.get('status').upper()}: {rec.get('error') or rec.get('reason', '')}"
+    if "throughput" in rec:
+        return (f"{head}: {fmt(rec['throughput'])}/s  p50 {fmt(rec.get('p50_ms'))} ms"
+                f"  p99 {fmt(rec.get('p99_ms'))} ms  ({rec.get('transactions')} tx)")
+    if "mean" in rec:
+        return f"{head}: buffers mean {rec['mean']} max {rec['max']}"
+    if "seconds" in rec:
+        return f"{head}: {rec['seconds']} s"
+    return f"{head}: ok"
+
+
+def fmt(v, digits=None):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        if digits is not None:
+            return f"{v:.{digits}f}"
+        if v >= 100:
+            return f"{v:,.0f}"
+        if v >= 10:
+            return f"{v:.1f}"
+        return f"{v:.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+# ---------------------------------------------------------------- report
+
+SQL_SCENARIOS = [
+    ("append", "Append one message", "tx/s"),
+    ("newest", "Newest page of 50 (random thread)", "pages/s"),
+    ("history_warm", "History page of 50, older half of a busy thread, warm cache", "pages/s"),
+    ("history_cold", "History page of 50, cold cache (after restart + dropped OS caches)", "pages/s"),
+]
+TARGETS = ["progressdb", "naive", "langchain"]
+TARGET_LABEL = {
+    "progressdb": "progressdb (SQL API)",
+    "naive": "naive table",
+    "langchain": "langchain-postgres shape",
+}
+
+
+def find(recs, scenario, target=None, clients=None):
+    out = []
+    for r in recs:
+        if r.get("scenario") != scenario:
+            continue
+        if target is not None and r.get("target") != target:
+            continue
+        if clients is not None and r.get("clients") != clients:
+            continue
+        out.append(r)
+    return out
+
+
+def ok(r):
+    return r is not None and r.get("status") == "ok"
+
+
+def one(recs, *args, **kw):
+    rs = find(recs, *args, **kw)
+    return rs[-1] if rs else None
+
+
+def ratio(a, b, key="throughput"):
+    if ok(a) and ok(b) and a.get(key) and b.get(key):
+        return a[key] / b[key]
+    return None
+
+
+def verdict(flag):
+    return "**met**" if flag else "**missed**"
+
+
+def build(recs, meta):
+    """Adds derived numbers (ratios, target verdicts) to a results document."""
+    derived = {"ratios": [], "targets": []}
+    for scen, _, _ in SQL_SCENARIOS:
+        for c in sorted({r.get("clients") for r in find(recs, scen)}):
+            naive = one(recs, scen, "naive", c)
+            for t in ("progressdb", "langchain"):
+                r = one(recs, scen, t, c)
+                q = ratio(r, naive)
+                if q is not None:
+                    derived["ratios"].append({"scenario": scen, "target": t, "clients": c,
+                                              "throughput_ratio_to_naive": round(q, 3)})
+    targets = derived["targets"]
+
+    # 1. append >= 0.85x naive INSERT at the same concurrency
+    for c in sorted({r.get("clients") for r in find(recs, "append")}):
+        p, n = one(recs, "append", "progressdb", c), one(recs, "append", "naive", c)
+        q = ratio(p, n)
+        targets.append({
+            "target": f"append ≥ 0.85× naive INSERT ({c} client{'s' if c != 1 else ''})",
+            "measured": f"{q:.2f}× ({fmt(p['throughput'])} vs {fmt(n['throughput'])} tx/s)" if q else "not measured",
+            "met": q is not None and q >= 0.85, "where": "Append table; plot panel A"})
+    # 2. newest page >= naive
+    for c in sorted({r.get("clients") for r in find(recs, "newest")}):
+        p, n = one(recs, "newest", "progressdb", c), one(recs, "newest", "naive", c)
+        q = ratio(p, n)
+        targets.append({
+            "target": f"newest page ≥ naive ({c} clients)",
+            "measured": f"{q:.2f}× ({fmt(p['throughput'])} vs {fmt(n['throughput'])} pages/s)" if q else "not measured",
+            "met": q is not None and q >= 1.0, "where": "Newest page table; plot panel A"})
+    # 3. history page <= 8 shared buffers (every sampled page: max <= 8)
+    b = one(recs, "buffers_history", "progressdb")
+    targets.append({
+        "target": "history page ≤ 8 shared buffers (EXPLAIN BUFFERS of the page scan, every sampled page)",
+        "measured": (f"mean {b['mean']}, max {b['max']} buffers over {b['samples']} pages" if ok(b) else "not measured"),
+        "met": ok(b) and b["max"] is not None and b["max"] <= 8, "where": "Buffers table; plot panel B"})
+    # 4. POST /v1/messages >= 3000 req/s with p99 < 20 ms (at some measured concurrency)
+    posts = [r for r in find(recs, "http_post", "gateway") if ok(r)]
+    if posts:
+        best = max(posts, key=lambda r: (r["p99_ms"] < 20, r["throughput"]))
+        good = [r for r in posts if r["throughput"] >= 3000 and r["p99_ms"] < 20]
+        targets.append({
+            "target": "POST /v1/messages ≥ 3000 req/s with p99 < 20 ms",
+            "measured": "; ".join(f"{r['clients']} conns: {fmt(r['throughput'])} req/s, p99 {fmt(r['p99_ms'])} ms"
+                                  for r in sorted(posts, key=lambda r: r["clients"])),
+            "met": bool(good), "where": "HTTP table; plot panel C"})
+        del best
+    else:
+        targets.append({"target": "POST /v1/messages ≥ 3000 req/s with p99 < 20 ms",
+                        "measured": http_reason(recs), "met": False, "where": "HTTP section"})
+    # 5. gateway >= 0.6x pgbench on the same SQL (every route and concurrency)
+    qs = []
+    for route in ("http_post", "http_get"):
+        for r in find(recs, route, "gateway"):
+            s = one(recs, route + "_sql", "pgbench", r.get("clients"))
+            q = ratio(r, s)
+            if q is not None:
+                qs.append((route, r["clients"], q))
+    if qs:
+        targets.append({
+            "target": "gateway ≥ 0.6× pgbench running the same SQL function (every route and concurrency)",
+            "measured": "; ".join(f"{'POST' if rt == 'http_post' else 'GET'} {c}: {q:.2f}×" for rt, c, q in qs),
+            "met": min(q for _, _, q in qs) >= 0.6, "where": "HTTP table; plot panel C"})
+    else:
+        targets.append({"target": "gateway ≥ 0.6× pgbench running the same SQL function",
+                        "measured": http_reason(recs), "met": False, "where": "HTTP section"})
+    return derived
+
+
+def http_reason(recs):
+    r = one(recs, "http", "gateway")
+    if r and r.get("status") != "ok":
+        return f"not measured: {r.get('reason') or r.get('error')}"
+    return "not measured"
+
+
+def md_table(headers, rows):
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        out.append("| " + " | ".join(row) + " |")
+    return "\n".join(out)
+
+
+def status_cell(r):
+    if r is None:
+        return "not run"
+    if r.get("status") == "ok":
+        return None
+    return f"{r.get('status')}: {r.get('error') or r.get('reason', '')}"
+
+
+def scenario_rows(recs, scen):
+    rows = []
+    for c in sorted({r.get("clients") for r in find(recs, scen)}):
+        naive = one(recs, scen, "naive", c)
+        for t in TARGETS:
+            r = one(recs, scen, t, c)
+            if r is None:
+                continue
+            bad = status_cell(r)
+            if bad:
+                rows.append([TARGET_LABEL[t], str(c), bad, "", "", ""])
+                continue
+            q = ratio(r, naive)
+            rows.append([TARGET_LABEL[t], str(c), fmt(r["throughput"]), fmt(r["p50_ms"]), fmt(r["p99_ms"]),
+                         f"{q:.2f}×" if q is not None else "–"])
+    return rows
+
+
+def write_md(path, recs, meta, derived, png_name):
+    L = []
+    smoke = meta.get("smoke")
+    L.append("# ProgressDB benchmark results" + (" (SMOKE RUN — tiny dataset, not a measurement)" if smoke else ""))
+    L.append("")
+    L.append(f"Generated by `bench/run.sh` on {meta.get('date')}. Command:")
+    L.append("")
+    L.append(f"```sh\n{meta.get('command')}\n```")
+    L.append("")
+    L.append(f"![results]({png_name})")
+    L.append("")
+    L.append("## Machine and settings")
+    L.append("")
+    m = meta
+    L.append(md_table(["", ""], [
+        ["CPU", f"{m.get('cpu_model')} — {m.get('nproc')} cores"],
+        ["memory", m.get("memory")],
+        ["load average at start", m.get("loadavg_start")],
+        ["load average at end", m.get("loadavg_end", "–")],
+        ["kernel", m.get("kernel")],
+        ["PostgreSQL", m.get("pg_version")],
+        ["server settings", m.get("pg_settings")],
+        ["project commit", m.get("git")],
+        ["each timed run", f"{m.get('duration_s', '–')} s (pgbench -T / wrk -d), after the load"],
+        ["whole benchmark", f"{m.get('elapsed_s', '–')} s"],
+    ]))
+    L.append("")
+    L.append("The machine is shared with other work (see the load averages): treat small differences as noise.")
+    L.append("Every client, the server and (for HTTP) the gateway and wrk share these cores.")
+    L.append("")
+
+    L.append("## Targets")
+    L.append("")
+    L.append(md_table(["target", "measured", "verdict", "reported in"],
+                      [[t["target"], t["measured"], verdict(t["met"]) if not t["measured"].startswith("not measured")
+                        else "not measured", t["where"]] for t in derived["targets"]]))
+    L.append("")
+
+    ds = m.get("dataset", {})
+    L.append("## Dataset and load")
+    L.append("")
+    if ds:
+        L.append(f"{fmt(ds.get('threads'))} threads, {fmt(ds.get('messages'))} messages, generated in PostgreSQL "
+                 f"with `setseed({m.get('seed')})` (deterministic). Thread activity is power-law: the busiest "
+                 f"thread has {fmt(ds.get('max_thread_messages'))} messages, the median "
+                 f"{fmt(ds.get('median_thread_messages'))}, the 90th percentile {fmt(ds.get('p90_thread_messages'))}; "
+                 f"{fmt(ds.get('threads_ge_150'))} threads have ≥ 150. Bodies `{{\"text\":…}}` average "
+                 f"{fmt(ds.get('avg_body_bytes'))} bytes (100–2000 characters). Messages are loaded in global "
+                 f"timestamp order, so timelines interleave on disk. History cursors: {fmt(ds.get('cursors'))} "
+                 f"busy threads (mean {fmt(ds.get('cursor_thread_mean_messages'))} messages).")
+        L.append("")
+    rows = []
+    for t in TARGETS:
+        r = one(recs, "load", t)
+        if r is None:
+            continue
+        bad = status_cell(r)
+        rows.append([TARGET_LABEL[t], bad or fmt(r.get("seconds")),
+                     fmt(r.get("rows_per_s")) if not bad else "", r.get("size", "") if not bad else "",
+                     r.get("method", "")])
+    L.append(md_table(["target", "load time (s)", "messages/s", "size on disk (table+indexes)", "how"], rows))
+    L.append("")
+    chk = one(recs, "load_check", "all")
+    if chk:
+        L.append(f"Load check (every target holds exactly the generated messages in order): "
+                 f"{'passed' if ok(chk) else 'FAILED: ' + chk.get('error', '')}.")
+        L.append("")
+
+    for scen, title, unit in SQL_SCENARIOS:
+        rows = scenario_rows(recs, scen)
+        if not rows:
+            continue
+        L.append(f"## {title}")
+        L.append("")
+        extra = {
+            "append": "`SELECT progressdb.post_message(thread, author, body)` vs `INSERT … RETURNING id` into "
+                      "the naive table (and the langchain table), uniformly random existing thread, body 100–2000 chars.",
+            "newest": "`progressdb.list_messages(thread, 50)` vs `SELECT … WHERE thread = $1 ORDER BY created_at "
+                      "DESC LIMIT 50` (langchain: `WHERE session_id = $1 ORDER BY id DESC LIMIT 50`).",
+            "history_warm": "`list_messages(thread, 50, before => id)` vs keyset `created_at < $x ORDER BY "
+                            "created_at DESC LIMIT 50` (langchain: `id < $x ORDER BY id DESC`), after one "
+                            "warm-up pass over all cursors.",
+            "history_cold": "Same queries, each target measured right after a server restart"
+                            + (" and `echo 3 > /proc/sys/vm/drop_caches`" if m.get("drop_caches") == "yes"
+                               else f" (OS caches NOT dropped: {m.get('drop_caches')})")
+                            + f"; {m.get('cold_tx')} pages on 1 client.",
+        }[scen]
+        L.append(extra)
+        L.append("")
+        L.append(md_table(["target", "clients", f"throughput ({unit})", "p50 (ms)", "p99 (ms)",
+                           "throughput ratio to naive"], rows))
+        L.append("")
+
+    L.append("## Shared buffers per page of 50")
+    L.append("")
+    L.append("`EXPLAIN (ANALYZE, BUFFERS)` of the page query (shared hit + read, execution only) over the first "
+             f"{m.get('buffer_samples')} history cursors (random busy threads), warm. For progressdb the query is "
+             "`SELECT * FROM progressdb._page_older(thread, seq, 50, false)` — the scan `list_messages` runs; "
+             "the whole `list_messages` call (thread lookup, cursor lookup, has_before/has_after probes, JSON) "
+             "is shown for reference.")
+    L.append("")
+    rows = []
+    for scen, label in (("buffers_history", "history page"), ("buffers_newest", "newest page")):
+        for t in TARGETS + ["progressdb_call"]:
+            r = one(recs, scen, t)
+            if r is None:
+                continue
+            lbl = TARGET_LABEL.get(t, "progressdb: whole list_messages call")
+            bad = status_cell(r)
+            if bad:
+                rows.append([label, lbl, bad, "", "", "", ""])
+                continue
+            rows.append([label, lbl, fmt(r["mean"]), fmt(r["max"]), fmt(r["min"]), fmt(r.get("mean_read")),
+                         fmt(r.get("mean_rows"))])
+    L.append(md_table(["page", "target", "mean buffers", "max", "min", "mean read from disk", "rows"], rows))
+    L.append("")
+
+    L.append("## HTTP (gateway) vs the same SQL through pgbench")
+    L.append("")
+    h = one(recs, "http", "gateway")
+    if h is None or h.get("status") != "ok":
+        L.append(f"HTTP {http_reason(recs)}.")
+    else:
+        L.append(f"wrk against the gateway (`{h.get('binary')}`, pool {h.get('pool_size')} connections, rate "
+                 f"limit off) vs pgbench running the SQL the gateway runs, same number of clients as wrk "
+                 f"connections. Gateway peak RSS (VmHWM): **{h.get('vmhwm', '–')}**.")
+        L.append("")
+        rows = []
+        for route, name in (("http_post", "POST /v1/messages"), ("http_get", "GET /v1/threads/{id}/messages?limit=50")):
+            for r in sorted(find(recs, route, "gateway"), key=lambda r: r["clients"]):
+                s = one(recs, route + "_sql", "pgbench", r["clients"])
+                bad = status_cell(r)
+                if bad:
+                    rows.append([name, str(r["clients"]), bad, "", "", "", ""])
+                    continue
+                q = ratio(r, s)
+                rows.append([name, str(r["clients"]), fmt(r["throughput"]), fmt(r["p50_ms"]), fmt(r["p99_ms"]),
+                             fmt(s["throughput"]) if ok(s) else (status_cell(s) or "–"),
+                             f"{q:.2f}×" if q is not None else "–"])
+        L.append(md_table(["route", "connections", "gateway req/s", "p50 (ms)", "p99 (ms)",
+                           "pgbench same SQL (tx/s)", "gateway / pgbench"], rows))
+    L.append("")
+    L.append("## Encrypted vs plain threads")
+    L.append("")
+    e = one(recs, "encrypted", "progressdb")
+    if e is None or e.get("status") != "ok":
+        L.append(f"{(e or {}).get('reason') or (e or {}).get('error') or 'not measured'}.")
+    else:
+        rows = []
+        for scen in ("encrypted_append", "encrypted_newest"):
+            for t in ("plain", "encrypted"):
+                r = one(recs, scen, t)
+                if r:
+                    rows.append([scen, t, str(r["clients"]), status_cell(r) or fmt(r["throughput"]),
+                                 fmt(r.get("p50_ms")), fmt(r.get("p99_ms"))])
+        L.append(md_table(["scenario", "threads", "clients", "throughput", "p50 (ms)", "p99 (ms)"], rows))
+    L.append("")
+    fails = [r for r in recs if r.get("status") == "failed"]
+    if fails:
+        L.append("## Failures")
+        L.append("")
+        for r in fails:
+            L.append(f"- {r.get('scenario')}/{r.get('target')} c={r.get('clients')}: {r.get('error')}")
+        L.append("")
+    L.append("Raw numbers: `results.json` (every run, with p50/p90/p99/mean/max latency and transaction counts).")
+    L.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+def write_png(path, recs, meta, derived):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"progressdb": "#2f6fba", "naive": "#9a9a9a", "langchain": "#e08a2c",
+              "gateway": "#2f6fba", "pgbench": "#9a9a9a"}
+    fig, axes = plt.subplots(2, 2, figsize=(15, 10.5))
+    fig.suptitle(
+        f"ProgressDB benchmark{' (SMOKE — tiny dataset)' if meta.get('smoke') else ''} — "
+        f"{fmt(meta.get('dataset', {}).get('messages'))} messages in {fmt(meta.get('dataset', {}).get('threads'))} "
+        f"threads — {meta.get('nproc')} cores, load {meta.get('loadavg_start')} — {meta.get('date', '')[:10]}",
+        fontsize=13, fontweight="bold")
+
+    # A: throughput ratio to naive
+    ax = axes[0][0]
+    groups = []
+    for scen, title, _ in SQL_SCENARIOS:
+        for c in sorted({r.get("clients") for r in find(recs, scen)}):
+            short = {"append": "append", "newest": "newest page", "history_warm": "history page\nwarm",
+                     "history_cold": "history page\ncold"}[scen]
+            groups.append((scen, c, f"{short}\n{c} client{'s' if c != 1 else ''}"))
+    goal = {"append": 0.85, "newest": 1.0}
+    w = 0.38
+    for i, (scen, c, label) in enumerate(groups):
+        naive = one(recs, scen, "naive", c)
+        for j, t in enumerate(("progressdb", "langchain")):
+            q = ratio(one(recs, scen, t, c), naive)
+            x = i + (j - 0.5) * w
+            if q is None:
+                ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=8, rotation=90)
+                continue
+            ax.bar(x, q, w, color=colors[t], label=TARGET_LABEL[t] if i == 0 else None)
+            ax.text(x, q, f"{q:.2f}×", ha="center", va="bottom", fontsize=9,
+                    fontweight="bold" if t == "progressdb" else None)
+        if scen in goal:
+            ax.plot([i - w, i + w], [goal[scen]] * 2, color="#c0392b", lw=2.5,
+                    label="target" if not any(g[0] in goal for g in groups[:i]) else None)
+    ax.axhline(1.0, color="black", lw=1, ls="--")
+    ax.text(len(groups) - 0.5, 1.0, " naive = 1", va="bottom", ha="right", fontsize=9)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g[2] for g in groups], fontsize=9)
+    ax.set_ylabel("throughput ÷ naive table's throughput")
+    ax.set_title("A. SQL throughput relative to the naive table (higher is better)")
+    ax.legend(loc="upper right", fontsize=9)
+    top = max([p.get_height() for p in ax.patches] + [1.2])
+    ax.set_ylim(0, top * 1.18)
+
+    # B: buffers per page
+    ax = axes[0][1]
+    cats = [("buffers_history", "history page"), ("buffers_newest", "newest page")]
+    w = 0.26
+    anybar = False
+    for i, (scen, label) in enumerate(cats):
+        for j, t in enumerate(TARGETS):
+            r = one(recs, scen, t)
+            x = i + (j - 1) * w
+            if not ok(r):
+                continue
+            anybar = True
+            ax.bar(x, max(r["mean"], 0.5), w, color=colors[t], label=TARGET_LABEL[t] if i == 0 else None)
+            ax.plot([x, x], [max(r["min"], 0.5), max(r["max"], 0.5)], color="black", lw=1)
+            ax.text(x, max(r["max"], r["mean"]) * 1.12, f"{r['mean']:g}\n(max {r['max']})", ha="center",
+                    va="bottom", fontsize=8)
+    ax.plot([-0.5, 0.5], [8, 8], color="#c0392b", lw=2.5, label="target ≤ 8 (history)")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(cats)))
+    ax.set_xticklabels([c[1] for c in cats])
+    ax.set_ylabel("shared buffers touched per page of 50 (log)")
+    ax.set_title("B. Buffers per page, EXPLAIN (ANALYZE, BUFFERS) — lower is better")
+    if anybar:
+        ax.legend(loc="upper right", fontsize=9)
+        ymax = max(p.get_height() for p in ax.patches)
+        ax.set_ylim(0.5, ymax * 12)
+
+    # C: HTTP
+    ax = axes[1][0]
+    h = one(recs, "http", "gateway")
+    if h is None or h.get("status") != "ok":
+        ax.text(0.5, 0.5, "HTTP " + http_reason(recs), ha="center", va="center", wrap=True, fontsize=12,
+                transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        for route, name, mk in (("http_post", "POST /v1/messages", "o"), ("http_get", "GET page of 50", "s")):
+            g = sorted([r for r in find(recs, route, "gateway") if ok(r)], key=lambda r: r["clients"])
+            s = sorted([r for r in find(recs, route + "_sql", "pgbench") if ok(r)], key=lambda r: r["clients"])
+            if g:
+                ax.plot([r["clients"] for r in g], [r["throughput"] for r in g], marker=mk, color=colors["gateway"],
+                        lw=2, label=f"{name} via gateway")
+                for r in g:
+                    ax.annotate(f"p99 {r['p99_ms']:.0f} ms", (r["clients"], r["throughput"]), fontsize=8,
+                                textcoords="offset points", xytext=(4, 6))
+            if s:
+                ax.plot([r["clients"] for r in s], [r["throughput"] for r in s], marker=mk, ls="--",
+                        color=colors["pgbench"], lw=1.5, label=f"{name}: same SQL via pgbench")
+        ax.axhline(3000, color="#c0392b", lw=2, label="target: POST ≥ 3000 req/s, p99 < 20 ms")
+        ax.set_xscale("log", base=2)
+        conns = sorted({r["clients"] for r in find(recs, "http_post", "gateway")})
+        ax.set_xticks(conns)
+        ax.set_xticklabels([str(c) for c in conns])
+        ax.set_xlabel("concurrent connections / clients")
+        ax.set_ylabel("requests (transactions) per second")
+        ax.set_ylim(0, max([max(l.get_ydata()) for l in ax.get_lines()] + [3000]) * 1.25)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.set_title(f"C. HTTP gateway vs pgbench on the same SQL (gateway peak RSS {h.get('vmhwm', '?')})")
+
+    # D: p99 latency per scenario
+    ax = axes[1][1]
+    w = 0.26
+    for i, (scen, c, label) in enumerate(groups):
+        for j, t in enumerate(TARGETS):
+            r = one(recs, scen, t, c)
+            if not ok(r):
+                continue
+            x = i + (j - 1) * w
+            ax.bar(x, r["p99_ms"], w, color=colors[t], label=TARGET_LABEL[t] if i == 0 else None)
+            ax.plot([x - w / 2, x + w / 2], [r["p50_ms"]] * 2, color="white", lw=2)
+            ax.text(x, r["p99_ms"] * 1.08, fmt(r["p99_ms"]), ha="center", va="bottom", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g[2] for g in groups], fontsize=9)
+    ax.set_ylabel("p99 latency, ms (log); white tick = p50")
+    ax.set_title("D. SQL latency: p99 bars, p50 ticks — lower is better")
+    ax.legend(fontsize=9, loc="upper left")
+    if ax.patches:
+        ax.set_ylim(min(p.get_height() for p in ax.patches) / 3, max(p.get_height() for p in ax.patches) * 6)
+
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=110)
+
+
+def cmd_report(a):
+    recs = []
+    if os.path.exists(a.jsonl):
+        with open(a.jsonl) as f:
+            recs = [json.loads(l) for l in f if l.strip()]
+    meta = json.load(open(a.meta)) if os.path.exists(a.meta) else {}
+    derived = build(recs, meta)
+    doc = {"meta": meta, "runs": recs, **derived}
+    with open(a.json, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+        f.write("\n")
+    png_name = os.path.basename(a.png) if a.png else "results.png"
+    write_md(a.md, recs, meta, derived, png_name)
+    rc = 0
+    if a.png:
+        try:
+            write_png(a.png, recs, meta, derived)
+        except Exception as e:  # a missing matplotlib must not hide the numbers
+            print(f"plot failed: {e!r}", file=sys.stderr)
+            rc = 3
+    print("\nTargets:")
+    for t in derived["targets"]:
+        v = "not measured" if t["measured"].startswith("not measured") else ("MET" if t["met"] else "MISSED")
+        print(f"  [{v}] {t['target']}: {t['measured']}")
+    return rc
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("pgbench", "wrk"):
+        s = sub.add_parser(name)
+        s.add_argument("--jsonl", required=True)
+        s.add_argument("--scenario", required=True)
+        s.add_argument("--target", required=True)
+        s.add_argument("--clients", type=int, required=True)
+        s.add_argument("--status", required=True)
+        s.add_argument("--extra")
+        if name == "pgbench":
+            s.add_argument("--prefix", required=True)
+        else:
+            s.add_argument("--result", required=True)
+    s = sub.add_parser("record")
+    s.add_argument("--jsonl", required=True)
+    s.add_argument("--json")
+    s.add_argument("--kv", nargs="*", help="key=value pairs; json=<object> is merged in")
+    s = sub.add_parser("report")
+    s.add_argument("--jsonl", required=True)
+    s.add_argument("--meta", required=True)
+    s.add_argument("--md", required=True)
+    s.add_argument("--json", required=True)
+    s.add_argument("--png")
+    a = p.parse_args()
+    return {"pgbench": cmd_pgbench, "wrk": cmd_wrk, "record": cmd_record, "report": cmd_report}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+-- append: the same message as a plain INSERT into the naive table.
+\set tid random(1, :nthreads)
+\set owner :tid % 1000
+\set len random(100, 2000)
+INSERT INTO bench.naive_messages (thread, created_at, author, body)
+VALUES ('t' || :tid, now(), 'user' || :owner, jsonb_build_object('text', left(repeat('lorem ipsum dolor sit amet consectetur ', 52), :len))) RETURNING id;

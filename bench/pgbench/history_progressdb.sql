@@ -1,0 +1,5 @@
+-- history: the page of 50 just older than a cursor in the older half of a
+-- random busy thread (bench.cursors; the lookup of the cursor row is the same
+-- tiny primary-key probe for every target).
+\set k random(1, :ncursors)
+SELECT progressdb.list_messages(c.thread, 50, before => c.msg_id) FROM bench.cursors c WHERE c.k = :k;

@@ -1,0 +1,145 @@
+-- Helper functions for the benchmark (schema bench, never in progressdb).
+\set ON_ERROR_STOP 1
+
+-- langchain-postgres stores messages_to_dict() output: {"type", "data": {…}}.
+CREATE FUNCTION bench.lc_message(role text, content text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object(
+        'type', CASE WHEN role = 'assistant' THEN 'ai' ELSE 'human' END,
+        'data', jsonb_build_object(
+            'content', content, 'additional_kwargs', '{}'::jsonb, 'response_metadata', '{}'::jsonb,
+            'type', CASE WHEN role = 'assistant' THEN 'ai' ELSE 'human' END,
+            'name', NULL, 'id', NULL, 'example', false))
+$$;
+
+-- After the progressdb load: the cursor message's id. seq = position in the
+-- thread because the load posts in timestamp order into fresh threads.
+CREATE FUNCTION bench.fill_cursors() RETURNS void
+LANGUAGE sql AS $$
+    UPDATE bench.cursors c SET msg_id = m.id
+      FROM progressdb.messages m
+     WHERE m.thread = c.thread AND m.seq = c.seq;
+$$;
+
+-- Every target holds exactly the generated messages, in the generated order.
+-- Returns an empty string when everything matches, else what is wrong.
+CREATE FUNCTION bench.check_load() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint := (SELECT count(*) FROM bench.src);
+    n bigint;
+    problems text := '';
+BEGIN
+    SET LOCAL max_parallel_workers_per_gather = 0;
+    SELECT count(*) INTO n FROM bench.src s
+      JOIN progressdb.messages m ON m.thread = s.thread AND m.seq = s.pos
+     WHERE m.body = s.body AND m.author = s.author AND m.role = s.role;
+    IF n <> total THEN
+        problems := problems || format('progressdb: %s of %s messages match (thread, seq) order; ', n, total);
+    END IF;
+    SELECT count(*) INTO n FROM bench.src s JOIN bench.naive_messages b ON b.id = s.n
+     WHERE b.thread = s.thread AND b.body = s.body AND b.created_at = s.ts;
+    IF n <> total THEN
+        problems := problems || format('naive: %s of %s rows match; ', n, total);
+    END IF;
+    SELECT count(*) INTO n FROM bench.src s JOIN bench.langchain_history b ON b.id = s.n
+     WHERE b.session_id = s.thread AND b.message -> 'data' ->> 'content' = s.body ->> 'text';
+    IF n <> total THEN
+        problems := problems || format('langchain: %s of %s rows match; ', n, total);
+    END IF;
+    SELECT count(*) INTO n FROM bench.cursors WHERE msg_id IS NULL;
+    IF n > 0 THEN
+        problems := problems || format('%s history cursors have no progressdb message; ', n);
+    END IF;
+    RETURN problems;
+END
+$$;
+
+-- The page queries, as SQL text, for one cursor row. page = 'newest' | 'history'.
+-- progressdb: the scan list_messages runs (_page_older, inlined by the planner)
+-- or, with whole_call, the whole list_messages() call.
+CREATE FUNCTION bench.page_sql(target text, page text, c bench.cursors, whole_call boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF target = 'progressdb' AND whole_call THEN
+        RETURN CASE page WHEN 'newest' THEN format('SELECT progressdb.list_messages(%L, 50)', c.thread)
+               ELSE format('SELECT progressdb.list_messages(%L, 50, before => %L)', c.thread, c.msg_id) END;
+    ELSIF target = 'progressdb' THEN
+        RETURN format('SELECT * FROM progressdb._page_older(%L, %s, 50, false)', c.thread,
+                      CASE page WHEN 'newest' THEN 9223372036854775807 ELSE c.seq END);
+    ELSIF target = 'naive' THEN
+        RETURN format('SELECT id, created_at, author, body FROM bench.naive_messages WHERE thread = %L %s '
+                      'ORDER BY created_at DESC LIMIT 50', c.thread,
+                      CASE page WHEN 'newest' THEN '' ELSE format('AND created_at < %L', c.naive_ts) END);
+    ELSIF target = 'langchain' THEN
+        RETURN format('SELECT message FROM bench.langchain_history WHERE session_id = %L %s '
+                      'ORDER BY id DESC LIMIT 50', c.thread,
+                      CASE page WHEN 'newest' THEN '' ELSE format('AND id < %s', c.lc_id) END);
+    END IF;
+    RAISE EXCEPTION 'unknown target %', target;
+END
+$$;
+
+-- Runs every cursor's page once (warms caches before a "warm" measurement).
+CREATE FUNCTION bench.warm(target text, page text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    c bench.cursors;
+    total bigint := 0;
+    n bigint;
+BEGIN
+    FOR c IN SELECT * FROM bench.cursors ORDER BY k LOOP
+        EXECUTE format('SELECT count(*) FROM (%s) q', bench.page_sql(target, page, c)) INTO n;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+-- Shared buffers (hit + read) touched by one page, from EXPLAIN (ANALYZE,
+-- BUFFERS) of the page query, over the first `samples` cursors (random busy
+-- threads). Execution only: planning buffers are not counted.
+CREATE FUNCTION bench.page_buffers(target text, page text, samples integer, whole_call boolean DEFAULT false)
+RETURNS json
+LANGUAGE plpgsql AS $$
+DECLARE
+    c bench.cursors;
+    plan json;
+    hit bigint;
+    rd bigint;
+    rows_out bigint;
+    per bigint[] := '{}';
+    reads bigint[] := '{}';
+    nrows bigint[] := '{}';
+    example json;
+BEGIN
+    -- One untimed run first, so that the session's first-call costs (catalog
+    -- lookups, PL/pgSQL plan caching inside list_messages) are not counted.
+    FOR c IN SELECT * FROM bench.cursors ORDER BY k LIMIT 1 LOOP
+        EXECUTE bench.page_sql(target, page, c, whole_call);
+    END LOOP;
+    FOR c IN SELECT * FROM bench.cursors ORDER BY k LIMIT samples LOOP
+        EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ' || bench.page_sql(target, page, c, whole_call) INTO plan;
+        hit := (plan -> 0 -> 'Plan' ->> 'Shared Hit Blocks')::bigint;
+        rd := (plan -> 0 -> 'Plan' ->> 'Shared Read Blocks')::bigint;
+        rows_out := (plan -> 0 -> 'Plan' ->> 'Actual Rows')::bigint;
+        per := per || (hit + rd);
+        reads := reads || rd;
+        nrows := nrows || rows_out;
+        IF example IS NULL THEN
+            example := json_build_object('query', bench.page_sql(target, page, c, whole_call),
+                                         'plan', plan -> 0 -> 'Plan' ->> 'Node Type');
+        END IF;
+    END LOOP;
+    RETURN json_build_object(
+        'samples', cardinality(per),
+        'mean', (SELECT round(avg(x), 1) FROM unnest(per) x),
+        'max', (SELECT max(x) FROM unnest(per) x),
+        'min', (SELECT min(x) FROM unnest(per) x),
+        'mean_read', (SELECT round(avg(x), 1) FROM unnest(reads) x),
+        'mean_rows', (SELECT round(avg(x), 1) FROM unnest(nrows) x),
+        'per_page', to_json(per),
+        'example', example);
+END
+$$;

@@ -1,0 +1,307 @@
+//! The connection pool, the embedded cluster, and the one way routes call SQL.
+
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use pgcluster::Cluster;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::NoTls;
+
+use crate::config::{Config, DbTarget};
+use crate::error::{json_ct, ApiError};
+
+/// How long a request waits for a connection before answering 503.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// A running database: the pool, and the cluster when we started it ourselves.
+pub struct Database {
+    pub pool: Pool,
+    pub cluster: Option<Cluster>,
+}
+
+/// Starts (embedded) or reaches (external) the database, and makes sure the
+/// extension is installed in it.
+pub async fn open(cfg: &Config) -> Result<Database, String> {
+    let (conn, cluster) = match &cfg.db {
+        DbTarget::External(s) => (s.clone(), None),
+        DbTarget::Embedded { dir, port } => {
+            let cluster = Cluster::new(dir, *port).map_err(|e| e.to_string())?;
+            let c = cluster.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                if c.init().map_err(|e| e.to_string())? {
+                    tracing::info!(
+                        "initialised a new PostgreSQL cluster in {}",
+                        c.data_dir().display()
+                    );
+                }
+                c.start().map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            tracing::info!(
+                "embedded PostgreSQL running in {} (socket {}, port {})",
+                cluster.data_dir().display(),
+                cluster.socket_dir().display(),
+                cluster.port()
+            );
+            (cluster.conn_string("postgres"), Some(cluster))
+        }
+    };
+    let pool = match make_pool(&conn, cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            stop_cluster(cluster).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = ensure_extension(&pool).await {
+        stop_cluster(cluster).await;
+        return Err(e);
+    }
+    Ok(Database { pool, cluster })
+}
+
+/// Stops the embedded cluster, if any (fast shutdown, waits for it).
+pub async fn stop_cluster(cluster: Option<Cluster>) {
+    if let Some(c) = cluster {
+        tracing::info!("stopping embedded PostgreSQL");
+        match tokio::task::spawn_blocking(move || c.stop()).await {
+            Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
+            Ok(Err(e)) => tracing::error!("stopping embedded PostgreSQL: {e}"),
+            Err(e) => tracing::error!("stopping embedded PostgreSQL: {e}"),
+        }
+    }
+}
+
+fn make_pool(conn: &str, cfg: &Config) -> Result<Pool, String> {
+    let mut pg: tokio_postgres::Config = conn
+        .parse()
+        .map_err(|e| format!("invalid database connection string: {e}"))?;
+    if pg.get_application_name().is_none() {
+        pg.application_name("progressdb-gateway");
+    }
+    // The database stops working on a request once the gateway has given up on it.
+    let timeout = format!("-c statement_timeout={}", cfg.request_timeout.as_millis());
+    let options = match pg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {timeout}"),
+        _ => timeout,
+    };
+    pg.options(&options);
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_secs(3));
+    }
+    let mgr = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(cfg.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(POOL_WAIT))
+        .recycle_timeout(Some(POOL_WAIT))
+        .build()
+        .map_err(|e| format!("cannot build the connection pool: {e}"))
+}
+
+async fn ensure_extension(pool: &Pool) -> Result<(), String> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    match client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS progressdb")
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let Some(db) = e.as_db_error() else {
+                return Err(format!("cannot reach the database: {e}"));
+            };
+            let detail = db.detail().map(|d| format!(" {d}")).unwrap_or_default();
+            // PostgreSQL 15.x says 0A000 "extension … is not available" (older
+            // minors: 58P01 "could not open extension control file").
+            if matches!(db.code().code(), "0A000" | "58P01") {
+                Err(format!(
+                    "the progressdb extension is not installed in this PostgreSQL server: {}.{detail}\n\
+                     Install it into the server's PostgreSQL 15 (on that machine, from the repository root: \
+                     `cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config`), \
+                     then start the gateway again.",
+                    db.message()
+                ))
+            } else {
+                Err(format!(
+                    "CREATE EXTENSION progressdb failed: {}{detail}",
+                    db.message()
+                ))
+            }
+        }
+    }
+}
+
+/// One SQL function call with bound parameters. Positional arguments come
+/// first; optional ones are passed by name and only when given, so the SQL
+/// function's own defaults apply otherwise (the gateway repeats no default).
+pub struct Call {
+    func: &'static str,
+    args: Vec<String>,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+    named_started: bool,
+}
+
+impl Call {
+    pub fn new(func: &'static str) -> Self {
+        Call {
+            func,
+            args: Vec::new(),
+            params: Vec::new(),
+            named_started: false,
+        }
+    }
+
+    fn push(&mut self, name: Option<&str>, cast: &str, v: Box<dyn ToSql + Sync + Send>) {
+        self.params.push(v);
+        let p = format!("${}::{cast}", self.params.len());
+        match name {
+            Some(n) => {
+                self.named_started = true;
+                self.args.push(format!("{n} => {p}"));
+            }
+            None => {
+                debug_assert!(!self.named_started, "positional after named");
+                self.args.push(p);
+            }
+        }
+    }
+
+    /// A positional text argument (NULL when `None`).
+    pub fn text(mut self, v: Option<String>) -> Self {
+        self.push(None, "text", Box::new(v));
+        self
+    }
+
+    /// A positional jsonb argument given as JSON text (a JSON `null` stays a
+    /// JSON null; `None` is SQL NULL).
+    pub fn json(mut self, v: Option<String>) -> Self {
+        self.push(None, "text::jsonb", Box::new(v));
+        self
+    }
+
+    pub fn opt_text(mut self, name: &str, v: Option<String>) -> Self {
+        if let Some(v) = v {
+            self.push(Some(name), "text", Box::new(v));
+        }
+        self
+    }
+
+    pub fn opt_int(mut self, name: &str, v: Option<i32>) -> Self {
+        if let Some(v) = v {
+            self.push(Some(name), "int4", Box::new(v));
+        }
+        self
+    }
+
+    pub fn opt_bool(mut self, name: &str, v: Option<bool>) -> Self {
+        if let Some(v) = v {
+            self.push(Some(name), "bool", Box::new(v));
+        }
+        self
+    }
+
+    pub fn sql(&self, as_text: bool) -> String {
+        format!(
+            "SELECT progressdb.{}({}){}",
+            self.func,
+            self.args.join(", "),
+            if as_text { "::text" } else { "" }
+        )
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+
+    /// Runs the call and answers 200 with the function's jsonb as the body,
+    /// passed through as text (no re-serialisation).
+    pub async fn json_response(self, pool: &Pool) -> Result<Response, ApiError> {
+        let client = pool.get().await?;
+        let stmt = client.prepare_cached(&self.sql(true)).await?;
+        let row = client.query_one(&stmt, &self.refs()).await?;
+        let body: Option<String> = row.try_get(0)?;
+        let body = body.unwrap_or_else(|| "null".into());
+        Ok((StatusCode::OK, [(header::CONTENT_TYPE, json_ct())], body).into_response())
+    }
+
+    /// Runs a void call and answers 204.
+    pub async fn no_content(self, pool: &Pool) -> Result<Response, ApiError> {
+        let client = pool.get().await?;
+        let stmt = client.prepare_cached(&self.sql(false)).await?;
+        client.execute(&stmt, &self.refs()).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+}
+
+/// Why `/readyz` is not ready.
+#[derive(Debug)]
+pub enum NotReady {
+    NoExtension,
+    /// Unreachable or not answering; the detail is for the log only.
+    Unavailable(String),
+}
+
+/// The installed extension's version, or why there is none. Bounded by a
+/// short timeout so `/readyz` answers quickly while the database is away.
+pub async fn ext_version(pool: &Pool) -> Result<String, NotReady> {
+    let un = |e: &dyn std::fmt::Display| NotReady::Unavailable(e.to_string());
+    let q = async {
+        let client = pool.get().await.map_err(|e| un(&e))?;
+        let stmt = client
+            .prepare_cached("SELECT extversion FROM pg_extension WHERE extname = 'progressdb'")
+            .await
+            .map_err(|e| un(&e))?;
+        let row = client.query_opt(&stmt, &[]).await.map_err(|e| un(&e))?;
+        match row {
+            Some(r) => r.try_get::<_, String>(0).map_err(|e| un(&e)),
+            None => Err(NotReady::NoExtension),
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(2), q).await {
+        Ok(r) => r,
+        Err(_) => Err(NotReady::Unavailable("no answer within 2s".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_sql_uses_named_optionals_only_when_given() {
+        let c = Call::new("list_messages")
+            .text(Some("t".into()))
+            .opt_int("lim", Some(5))
+            .opt_text("before", None)
+            .opt_bool("include_deleted", Some(true))
+            .opt_text("actor", Some("alice".into()));
+        assert_eq!(
+            c.sql(true),
+            "SELECT progressdb.list_messages($1::text, lim => $2::int4, include_deleted => $3::bool, actor => $4::text)::text"
+        );
+        assert_eq!(c.refs().len(), 4);
+        let d = Call::new("delete_thread").text(Some("t".into()));
+        assert_eq!(d.sql(false), "SELECT progressdb.delete_thread($1::text)");
+        let p = Call::new("post_message")
+            .text(None)
+            .text(None)
+            .json(Some("null".into()));
+        assert!(p.sql(true).contains("$3::text::jsonb"));
+    }
+}

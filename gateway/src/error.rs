@@ -1,0 +1,155 @@
+//! The one place where failures become HTTP statuses.
+//!
+//! SQL functions raise errors with a SQLSTATE; `status_for_sqlstate` is the
+//! single table that turns those into statuses. Nothing here matches on
+//! message text. Every error body is `{"error": "..."}` as application/json.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, m)
+    }
+}
+
+/// SQLSTATE → HTTP status. The whole mapping; keep it here.
+pub fn status_for_sqlstate(code: &str) -> StatusCode {
+    match code {
+        "P0002" => StatusCode::NOT_FOUND,
+        "42501" => StatusCode::FORBIDDEN,
+        "23505" => StatusCode::CONFLICT,
+        // statement timeout, and the server shutting down / starting up:
+        // transient, so tell clients to retry.
+        "57014" | "57P01" | "57P02" | "57P03" => StatusCode::SERVICE_UNAVAILABLE,
+        // extension schema missing: the server is not ready for us.
+        "3F000" => StatusCode::SERVICE_UNAVAILABLE,
+        c if c.starts_with("22") => StatusCode::BAD_REQUEST,
+        c if c.starts_with("23") => StatusCode::BAD_REQUEST,
+        // connection exceptions and insufficient resources
+        c if c.starts_with("08") || c.starts_with("53") => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => {
+                let status = status_for_sqlstate(db.code().code());
+                if status.is_client_error() {
+                    // The extension's messages are written for API users.
+                    ApiError::new(status, db.message())
+                } else if status == StatusCode::SERVICE_UNAVAILABLE {
+                    tracing::warn!(
+                        sqlstate = db.code().code(),
+                        "database not available: {}",
+                        db.message()
+                    );
+                    ApiError::unavailable("database unavailable")
+                } else {
+                    tracing::error!(
+                        sqlstate = db.code().code(),
+                        "database error: {}",
+                        db.message()
+                    );
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                }
+            }
+            // No server error: the connection broke (closed, I/O) — the database
+            // is unreachable rather than the request being wrong.
+            None => {
+                tracing::warn!("database connection error: {e}");
+                ApiError::unavailable("database unavailable")
+            }
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(pe) => pe.into(),
+            other => {
+                tracing::warn!("database pool error: {other}");
+                ApiError::unavailable("database unavailable")
+            }
+        }
+    }
+}
+
+/// A JSON error response with the given status.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, json_ct())], body).into_response()
+}
+
+pub fn json_ct() -> HeaderValue {
+    HeaderValue::from_static("application/json")
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_error(self.status, &self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_table() {
+        let cases = [
+            ("P0002", 404),
+            ("42501", 403),
+            ("22023", 400),
+            ("22004", 400),
+            ("22P02", 400),
+            ("23505", 409),
+            ("23502", 400),
+            ("23503", 400),
+            ("57014", 503),
+            ("08006", 503),
+            ("08001", 503),
+            ("57P01", 503),
+            ("42883", 500),
+            ("XX000", 500),
+            ("P0001", 500),
+        ];
+        for (code, want) in cases {
+            assert_eq!(status_for_sqlstate(code).as_u16(), want, "{code}");
+        }
+    }
+
+    #[tokio::test]
+    async fn error_body_is_json() {
+        let r = ApiError::forbidden("not yours").into_response();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let b = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v, serde_json::json!({"error":"not yours"}));
+    }
+}

@@ -1,0 +1,131 @@
+//! `progressdb`: the HTTP gateway. Flags → config → database → serve.
+
+mod app;
+mod auth;
+mod config;
+mod db;
+mod error;
+mod layers;
+mod metrics;
+mod ratelimit;
+mod routes;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use deadpool_postgres::Pool;
+
+use crate::auth::KeyRing;
+use crate::config::{Cli, Config};
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+
+/// What every handler and middleware shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Pool,
+    pub keys: Arc<KeyRing>,
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: Arc<Metrics>,
+    pub dev_profile: bool,
+}
+
+fn main() -> ExitCode {
+    let cfg = match Config::from_cli(Cli::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("progressdb: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cfg.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("progressdb: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("progressdb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let level = level.parse().unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cfg: Config) -> Result<(), String> {
+    if cfg.dev_profile {
+        // eprintln, not tracing: this must show whatever the log level.
+        eprintln!(
+            "\
+             ******************************************************************\n\
+             *  DEVELOPMENT PROFILE: no API keys configured.                  *\n\
+             *  Using the example keys pk_example (frontend), sk_example      *\n\
+             *  (backend) and admin_example (admin), and frontend requests    *\n\
+             *  may name their user WITHOUT a signature. Never expose this.   *\n\
+             *  Set PROGRESSDB_API_*_KEYS to turn this profile off.           *\n\
+             ******************************************************************"
+        );
+    }
+    // Bind first: a taken port should fail before we start a database.
+    let listener = tokio::net::TcpListener::bind(&cfg.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
+    let database = db::open(&cfg).await?;
+    let state = AppState {
+        pool: database.pool.clone(),
+        keys: Arc::new(KeyRing::new(&cfg.keys)),
+        limiter: Arc::new(RateLimiter::new(cfg.rate_rps, cfg.rate_burst)),
+        metrics: Arc::new(Metrics::default()),
+        dev_profile: cfg.dev_profile,
+    };
+    let app = app::router(state, &cfg);
+    match listener.local_addr() {
+        Ok(a) => tracing::info!("progressdb gateway listening on http://{a}"),
+        Err(_) => tracing::info!("progressdb gateway listening on {}", cfg.addr),
+    }
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
+    tracing::info!("HTTP server stopped");
+    database.pool.close();
+    db::stop_cluster(database.cluster).await;
+    served.map_err(|e| format!("server error: {e}"))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+    }
+}

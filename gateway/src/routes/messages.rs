@@ -1,0 +1,249 @@
+//! `/v1/messages…` and their thread-scoped twins `/v1/threads/{thread}/messages…`.
+//!
+//! Each handler serves both forms: the path's `thread` (when present) becomes
+//! the SQL `in_thread` argument, so a message outside that thread is a 404
+//! raised by SQL, not checked here.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::Extension;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{raw_json, Body, Params};
+use crate::auth::Caller;
+use crate::db::Call;
+use crate::error::ApiError;
+use crate::AppState;
+
+type Ids = Path<HashMap<String, String>>;
+
+fn ids(p: &HashMap<String, String>) -> (Option<String>, String) {
+    (
+        p.get("thread").cloned(),
+        p.get("id").cloned().unwrap_or_default(),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct NewMessage {
+    thread: Option<String>,
+    author: Option<String>,
+    #[serde(default, deserialize_with = "raw_json")]
+    body: Option<Box<RawValue>>,
+    role: Option<String>,
+    reply_to: Option<String>,
+}
+
+/// `POST /v1/messages`, `POST /v1/threads/{thread}/messages`.
+pub async fn create(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: Option<Path<HashMap<String, String>>>,
+    q: Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let m: NewMessage = body.json()?;
+    let who = caller.identity(m.author.as_deref(), q.get("author").as_deref())?;
+    let thread = match path.and_then(|Path(p)| p.get("thread").cloned()) {
+        Some(t) => {
+            if m.thread.as_ref().is_some_and(|bt| *bt != t) {
+                return Err(ApiError::bad_request(
+                    "thread in body does not match the path",
+                ));
+            }
+            Some(t)
+        }
+        None => m.thread,
+    };
+    Call::new("post_message")
+        .text(thread)
+        .text(who.author)
+        .json(m.body.map(|b| b.get().to_string()))
+        .opt_text("role", m.role)
+        .opt_text("reply_to", m.reply_to)
+        .opt_text("actor", who.actor)
+        .json_response(&st.pool)
+        .await
+}
+
+/// `GET /v1/messages?thread=…`, `GET /v1/threads/{thread}/messages`.
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    path: Option<Path<HashMap<String, String>>>,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = caller.identity(None, q.get("author").as_deref())?;
+    let thread = path
+        .and_then(|Path(p)| p.get("thread").cloned())
+        .or_else(|| q.get("thread"));
+    Call::new("list_messages")
+        .text(thread)
+        .opt_int("lim", q.int("limit")?)
+        .opt_text("before", q.get("before"))
+        .opt_text("after", q.get("after"))
+        .opt_bool("include_deleted", q.bool("include_deleted")?)
+        .opt_text("actor", who.actor)
+        .json_response(&st.pool)
+        .await
+}
+
+/// The common shape of "one SQL function on one message".
+async fn on_message(
+    st: &AppState,
+    caller: &Caller,
+    p: &HashMap<String, String>,
+    q: &Params,
+    func: &'static str,
+) -> Result<Response, ApiError> {
+    let who = caller.identity(None, q.get("author").as_deref())?;
+    let (thread, id) = ids(p);
+    let call = Call::new(func)
+        .text(Some(id))
+        .opt_text("actor", who.actor)
+        .opt_text("in_thread", thread);
+    if func == "delete_message" {
+        call.no_content(&st.pool).await
+    } else {
+        call.json_response(&st.pool).await
+    }
+}
+
+pub async fn get(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+) -> Result<Response, ApiError> {
+    on_message(&st, &c, &p, &q, "get_message").await
+}
+
+pub async fn delete(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+) -> Result<Response, ApiError> {
+    on_message(&st, &c, &p, &q, "delete_message").await
+}
+
+pub async fn restore(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+) -> Result<Response, ApiError> {
+    on_message(&st, &c, &p, &q, "restore_message").await
+}
+
+pub async fn versions(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+) -> Result<Response, ApiError> {
+    on_message(&st, &c, &p, &q, "message_versions").await
+}
+
+pub async fn reactions(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+) -> Result<Response, ApiError> {
+    on_message(&st, &c, &p, &q, "reactions").await
+}
+
+pub async fn replies(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = caller.identity(None, q.get("author").as_deref())?;
+    let (thread, id) = ids(&p);
+    Call::new("replies")
+        .text(Some(id))
+        .opt_int("lim", q.int("limit")?)
+        .opt_text("actor", who.actor)
+        .opt_text("in_thread", thread)
+        .json_response(&st.pool)
+        .await
+}
+
+#[derive(Deserialize)]
+pub struct Edit {
+    author: Option<String>,
+    #[serde(default, deserialize_with = "raw_json")]
+    body: Option<Box<RawValue>>,
+}
+
+/// `PUT …/messages/{id}` `{"body":…}` → the new version.
+pub async fn edit(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let e: Edit = body.json()?;
+    let who = caller.identity(e.author.as_deref(), q.get("author").as_deref())?;
+    let (thread, id) = ids(&p);
+    Call::new("edit_message")
+        .text(Some(id))
+        .json(e.body.map(|b| b.get().to_string()))
+        .opt_text("actor", who.actor)
+        .opt_text("in_thread", thread)
+        .json_response(&st.pool)
+        .await
+}
+
+#[derive(Deserialize)]
+pub struct React {
+    id: Option<String>,
+    reaction: Option<String>,
+}
+
+/// `POST …/messages/{id}/reactions` `{"id":identity,"reaction":…}`.
+pub async fn react(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let r: React = body.json()?;
+    let who = caller.identity(None, q.get("author").as_deref())?;
+    let identity = caller.reaction_identity(r.id.as_deref(), &who)?;
+    let (thread, id) = ids(&p);
+    Call::new("add_reaction")
+        .text(Some(id))
+        .text(identity)
+        .text(r.reaction)
+        .opt_text("actor", who.actor)
+        .opt_text("in_thread", thread)
+        .json_response(&st.pool)
+        .await
+}
+
+/// `DELETE …/messages/{id}/reactions/{identity}` → 204.
+pub async fn unreact(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let who = caller.identity(None, q.get("author").as_deref())?;
+    let identity = caller.reaction_identity(p.get("identity").map(String::as_str), &who)?;
+    let (thread, id) = ids(&p);
+    Call::new("remove_reaction")
+        .text(Some(id))
+        .text(identity)
+        .opt_text("actor", who.actor)
+        .opt_text("in_thread", thread)
+        .no_content(&st.pool)
+        .await
+}

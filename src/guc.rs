@@ -1,0 +1,46 @@
+//! Server settings of the extension.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+
+/// Path of the master key file. SIGHUP context: only postgresql.conf (or
+/// ALTER SYSTEM) and a reload change it, never a session; SUPERUSER_ONLY hides
+/// it from ordinary users.
+pub static MASTER_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Whether threads created without an explicit `encrypted` are encrypted.
+pub static ENCRYPT_NEW_THREADS: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// JSON paths (e.g. `body.card,body.items.*.secret`) to encrypt instead of the whole body.
+pub static ENCRYPTED_FIELDS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"progressdb.master_key_file",
+        c"File holding the key-encryption keys (<id>:<64 hex> per line, active first).",
+        c"Read by the server only; keys never travel through SQL. Changed by reload.",
+        &MASTER_KEY_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_bool_guc(
+        c"progressdb.encrypt_new_threads",
+        c"Encrypt threads created without an explicit encrypted flag.",
+        c"",
+        &ENCRYPT_NEW_THREADS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"progressdb.encrypted_fields",
+        c"Comma-separated JSON paths of message bodies to encrypt (empty: the whole body).",
+        c"Paths start with body, * matches any key or array element, e.g. body.card,body.items.*.secret",
+        &ENCRYPTED_FIELDS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+pub fn setting_string(s: &GucSetting<Option<CString>>) -> Option<String> {
+    s.get()
+        .map(|c| c.to_string_lossy().into_owned())
+        .filter(|v| !v.trim().is_empty())
+}
