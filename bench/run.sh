@@ -417,16 +417,35 @@ encrypted_section() {
     fi
     return
   fi
-  local n=$(( THREADS < 1000 ? THREADS : 1000 )) kind
+  local n=$(( THREADS < 1000 ? THREADS : 1000 )) per=60 kind prefix t0 secs leaked
   psql_db -c "SELECT count(progressdb.create_thread(author => 'user' || (i % 1000), id => 'enc' || i, encrypted => true)),
                      count(progressdb.create_thread(author => 'user' || (i % 1000), id => 'pln' || i))
-                FROM generate_series(1, $n) i" > /dev/null ||
-    { rec scenario=encrypted target=progressdb status=failed error="creating encrypted threads failed"; return; }
-  rec scenario=encrypted target=progressdb status=ok
+                FROM generate_series(1, $n) i" > /dev/null 2> "$RAW/encrypted.err" ||
+    { rec scenario=encrypted target=progressdb status=failed error="creating encrypted threads failed: $(tail -2 "$RAW/encrypted.err" | tr '\n' ' ')"; return; }
+  rec scenario=encrypted target=progressdb status=ok threads="$n" messages_per_thread="$per"
+  # Same messages into $n plain and $n encrypted threads ($per each, interleaved),
+  # so that pages are full and both sets have the same shape.
   for kind in plain encrypted; do
-    local prefix=$([ "$kind" = plain ] && echo pln || echo enc)
-    pgb encrypted_append "$kind" 8 enc_append.sql -D prefix="$prefix" -D nenc="$n"
-    pgb encrypted_newest "$kind" 8 enc_newest.sql -D prefix="$prefix" -D nenc="$n"
+    prefix=$([ "$kind" = plain ] && echo pln || echo enc)
+    t0=$(now)
+    if run psql_db -c "SELECT count(*) FROM (SELECT progressdb.post_message('$prefix' || i, 'user' || (i % 1000),
+            jsonb_build_object('text', left(repeat('lorem ipsum dolor sit amet consectetur ', 52), 100 + (i * 37 + j * 11) % 1901)))
+            FROM generate_series(1, $per) j, generate_series(1, $n) i ORDER BY j, i) s" > /dev/null 2> "$RAW/encrypted.err"; then
+      secs=$(elapsed "$t0" "$(now)")
+      rec scenario=encrypted_load target="$kind" status=ok seconds="$secs" clients=1 \
+        throughput="$(python3 -c "print(round($n * $per / max($secs, 1e-3), 1))")"
+    else
+      rec scenario=encrypted_load target="$kind" status=failed error="$(tail -2 "$RAW/encrypted.err" | tr '\n' ' ')"
+    fi
+  done
+  # The contract: stored rows of encrypted threads never show plaintext.
+  leaked=$(psql_db -At -c "SELECT count(*) FROM progressdb.messages m WHERE m.thread LIKE 'enc%' AND m::text LIKE '%lorem ipsum%'") || leaked="?"
+  if [ "$leaked" = 0 ]; then rec scenario=encrypted_check target=encrypted status=ok
+  else rec scenario=encrypted_check target=encrypted status=failed error="$leaked stored rows of encrypted threads contain plaintext"; fi
+  for kind in plain encrypted; do
+    prefix=$([ "$kind" = plain ] && echo pln || echo enc)
+    pgb encrypted_append "$kind" "$READ_CLIENTS" enc_append.sql -D prefix="$prefix" -D nenc="$n"
+    pgb encrypted_newest "$kind" "$READ_CLIENTS" enc_newest.sql -D prefix="$prefix" -D nenc="$n"
   done
 }
 log "scenario: encrypted vs plain"

@@ -7,6 +7,7 @@ Subcommands (all append to / read from a JSON-lines file of records):
   wrk      --jsonl F --scenario S --target T --clients N --result R --status ok|failed [--extra JSON]
   record   --jsonl F --json '{...}'
   report   --jsonl F --meta M --md OUT.md --json OUT.json [--png OUT.png]
+  report   --from-json results.json --md OUT.md --json OUT.json [--png OUT.png]   (re-render)
 
 Only the standard library, plus matplotlib for the plot.
 """
@@ -476,6 +477,9 @@ def write_md(path, recs, meta, derived, png_name):
         L.append(f"wrk against the gateway (`{h.get('binary')}`, pool {h.get('pool_size')} connections, rate "
                  f"limit off) vs pgbench running the SQL the gateway runs, same number of clients as wrk "
                  f"connections. Gateway peak RSS (VmHWM): **{h.get('vmhwm', '–')}**.")
+        if "/debug/" in str(h.get("binary", "")):
+            L.append("")
+            L.append("**The gateway binary is a debug build: its HTTP numbers are not representative.**")
         L.append("")
         rows = []
         for route, name in (("http_post", "POST /v1/messages"), ("http_get", "GET /v1/threads/{id}/messages?limit=50")):
@@ -498,14 +502,30 @@ def write_md(path, recs, meta, derived, png_name):
     if e is None or e.get("status") != "ok":
         L.append(f"{(e or {}).get('reason') or (e or {}).get('error') or 'not measured'}.")
     else:
+        L.append(f"{e.get('threads')} plain and {e.get('threads')} encrypted threads, each first given "
+                 f"{e.get('messages_per_thread')} messages (the load row), then append and newest page of 50 "
+                 "through the SQL API on uniformly random threads of each set.")
+        L.append("")
         rows = []
-        for scen in ("encrypted_append", "encrypted_newest"):
+        for scen, label in (("encrypted_load", "load (1 session)"), ("encrypted_append", "append"),
+                            ("encrypted_newest", "newest page of 50")):
+            plain = one(recs, scen, "plain")
             for t in ("plain", "encrypted"):
                 r = one(recs, scen, t)
-                if r:
-                    rows.append([scen, t, str(r["clients"]), status_cell(r) or fmt(r["throughput"]),
-                                 fmt(r.get("p50_ms")), fmt(r.get("p99_ms"))])
-        L.append(md_table(["scenario", "threads", "clients", "throughput", "p50 (ms)", "p99 (ms)"], rows))
+                if r is None:
+                    continue
+                bad = status_cell(r)
+                q = ratio(r, plain)
+                rows.append([label, t, str(r.get("clients", "")), bad or fmt(r.get("throughput")),
+                             "" if bad else fmt(r.get("p50_ms")), "" if bad else fmt(r.get("p99_ms")),
+                             f"{q:.2f}×" if q is not None else "–"])
+        L.append(md_table(["scenario", "threads", "clients", "throughput (/s)", "p50 (ms)", "p99 (ms)",
+                           "ratio to plain"], rows))
+        chk = one(recs, "encrypted_check", "encrypted")
+        if chk:
+            L.append("")
+            L.append("Stored rows of encrypted threads checked for plaintext: "
+                     + ("none found." if ok(chk) else f"FAILED: {chk.get('error')}"))
     L.append("")
     fails = [r for r in recs if r.get("status") == "failed"]
     if fails:
@@ -592,9 +612,9 @@ def write_png(path, recs, meta, derived):
     ax.set_ylabel("shared buffers touched per page of 50 (log)")
     ax.set_title("B. Buffers per page, EXPLAIN (ANALYZE, BUFFERS) — lower is better")
     if anybar:
-        ax.legend(loc="upper right", fontsize=9)
-        ymax = max(p.get_height() for p in ax.patches)
-        ax.set_ylim(0.5, ymax * 12)
+        ax.legend(loc="upper center", fontsize=9, ncol=2)
+        ymax = max([r["max"] for r in recs if r.get("scenario", "").startswith("buffers_") and ok(r)] + [8])
+        ax.set_ylim(0.5, ymax * 40)
 
     # C: HTTP
     ax = axes[1][0]
@@ -646,18 +666,25 @@ def write_png(path, recs, meta, derived):
     ax.set_title("D. SQL latency: p99 bars, p50 ticks — lower is better")
     ax.legend(fontsize=9, loc="upper left")
     if ax.patches:
-        ax.set_ylim(min(p.get_height() for p in ax.patches) / 3, max(p.get_height() for p in ax.patches) * 6)
+        lows = [r["p50_ms"] for scen, c, _ in groups for t in TARGETS
+                for r in [one(recs, scen, t, c)] if ok(r) and r.get("p50_ms")]
+        ax.set_ylim(min(lows) / 2, max(p.get_height() for p in ax.patches) * 6)
 
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=110)
 
 
 def cmd_report(a):
-    recs = []
-    if os.path.exists(a.jsonl):
-        with open(a.jsonl) as f:
-            recs = [json.loads(l) for l in f if l.strip()]
-    meta = json.load(open(a.meta)) if os.path.exists(a.meta) else {}
+    recs, meta = [], {}
+    if a.from_json:  # re-render from an earlier results.json
+        with open(a.from_json) as f:
+            old = json.load(f)
+        recs, meta = old["runs"], old["meta"]
+    else:
+        if os.path.exists(a.jsonl):
+            with open(a.jsonl) as f:
+                recs = [json.loads(l) for l in f if l.strip()]
+        meta = json.load(open(a.meta)) if os.path.exists(a.meta) else {}
     derived = build(recs, meta)
     doc = {"meta": meta, "runs": recs, **derived}
     with open(a.json, "w") as f:
@@ -699,8 +726,9 @@ def main():
     s.add_argument("--json")
     s.add_argument("--kv", nargs="*", help="key=value pairs; json=<object> is merged in")
     s = sub.add_parser("report")
-    s.add_argument("--jsonl", required=True)
-    s.add_argument("--meta", required=True)
+    s.add_argument("--jsonl")
+    s.add_argument("--meta")
+    s.add_argument("--from-json", help="re-render from an earlier results.json instead of --jsonl/--meta")
     s.add_argument("--md", required=True)
     s.add_argument("--json", required=True)
     s.add_argument("--png")

@@ -71,6 +71,11 @@ pub struct Cli {
     /// Log level: error, warn, info, debug, trace. Default info.
     #[arg(long, env = "PROGRESSDB_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Embedded cluster only: the master key file for encrypted threads,
+    /// handed to PostgreSQL as `progressdb.master_key_file`. The gateway
+    /// itself never opens it.
+    #[arg(long, env = "PROGRESSDB_MASTER_KEY_FILE")]
+    pub master_key_file: Option<String>,
 }
 
 /// Where the data lives.
@@ -119,6 +124,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub pool_size: usize,
     pub log_level: String,
+    /// Absolute path given to the embedded cluster as progressdb.master_key_file.
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Every name the config file may use (the environment variable names).
@@ -137,6 +144,7 @@ const FILE_KEYS: &[&str] = &[
     "PROGRESSDB_REQUEST_TIMEOUT",
     "PROGRESSDB_POOL_SIZE",
     "PROGRESSDB_LOG_LEVEL",
+    "PROGRESSDB_MASTER_KEY_FILE",
 ];
 
 /// Parses a config file: `KEY=VALUE` lines, `#` comments, optional quotes
@@ -323,6 +331,10 @@ impl Config {
         };
         let pool_size = num(&cli.pool_size, "PROGRESSDB_POOL_SIZE", 16.0)?.max(1.0) as usize;
         let log_level = pick(&cli.log_level, "PROGRESSDB_LOG_LEVEL").unwrap_or("info".into());
+        let master_key_file = master_key_file(
+            pick(&cli.master_key_file, "PROGRESSDB_MASTER_KEY_FILE").as_deref(),
+            &db,
+        )?;
 
         Ok(Config {
             addr,
@@ -336,8 +348,36 @@ impl Config {
             request_timeout,
             pool_size,
             log_level,
+            master_key_file,
         })
     }
+}
+
+/// The key file path for the embedded cluster: absolute (the server runs in
+/// another directory) and quotable on its command line.
+fn master_key_file(value: Option<&str>, db: &DbTarget) -> Result<Option<PathBuf>, String> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if matches!(db, DbTarget::External(_)) {
+        return Err(
+            "PROGRESSDB_MASTER_KEY_FILE applies to the embedded cluster only; \
+                    set progressdb.master_key_file in that server's postgresql.conf"
+                .into(),
+        );
+    }
+    if v.contains('\'') {
+        return Err("PROGRESSDB_MASTER_KEY_FILE must not contain a single quote".into());
+    }
+    let p = PathBuf::from(v);
+    let abs = if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("PROGRESSDB_MASTER_KEY_FILE: {e}"))?
+            .join(p)
+    };
+    Ok(Some(abs))
 }
 
 fn read_file(p: &Path) -> Result<HashMap<String, String>, String> {

@@ -27,7 +27,12 @@ pub async fn open(cfg: &Config) -> Result<Database, String> {
     let (conn, cluster) = match &cfg.db {
         DbTarget::External(s) => (s.clone(), None),
         DbTarget::Embedded { dir, port } => {
-            let cluster = Cluster::new(dir, *port).map_err(|e| e.to_string())?;
+            let mut cluster = Cluster::new(dir, *port).map_err(|e| e.to_string())?;
+            if let Some(keys) = &cfg.master_key_file {
+                // Only the path travels; PostgreSQL reads the keys itself.
+                let quoted = format!("'{}'", keys.display());
+                cluster = cluster.with_setting("progressdb.master_key_file", &quoted);
+            }
             let c = cluster.clone();
             tokio::task::spawn_blocking(move || -> Result<(), String> {
                 if c.init().map_err(|e| e.to_string())? {
