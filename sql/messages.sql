@@ -27,6 +27,26 @@ BEGIN
 END
 $$;
 
+-- Locks a message row for a change and returns its current contents.
+-- Compaction may have moved the row (same key, new tuple) while we waited for
+-- its lock; then the next statement's snapshot finds it again.
+CREATE FUNCTION progressdb._lock_message(m progressdb.messages) RETURNS progressdb.messages
+LANGUAGE plpgsql AS $$
+DECLARE
+    locked progressdb.messages;
+BEGIN
+    FOR attempt IN 1..5 LOOP
+        SELECT * INTO locked FROM progressdb.messages mm
+         WHERE mm.thread = m.thread AND mm.seq = m.seq
+           FOR UPDATE;
+        IF FOUND THEN
+            RETURN locked;
+        END IF;
+    END LOOP;
+    RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('message %s not found', m.id);
+END
+$$;
+
 CREATE FUNCTION progressdb._check_read(m progressdb.messages, actor text) RETURNS void
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
@@ -252,10 +272,8 @@ BEGIN
     -- Lock the row first: an encrypted body is sealed for the version it will
     -- become, and the thread's data key is read after any rotation holding
     -- this row has committed.
-    SELECT * INTO m FROM progressdb.messages mm
-     WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.deleted_ts IS NULL
-       FOR UPDATE;
-    IF NOT FOUND THEN
+    m := progressdb._lock_message(m);
+    IF m.deleted_ts IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('message %s not found', edit_message.id);
     END IF;
     SELECT th.dek_id INTO dek FROM progressdb.threads th WHERE th.id = m.thread;
@@ -278,6 +296,7 @@ DECLARE
     m progressdb.messages := progressdb._message_for(delete_message.id, in_thread, true);
 BEGIN
     PERFORM progressdb._check_write(m, actor);
+    m := progressdb._lock_message(m);
     -- Deleting a deleted message changes nothing (idempotent, keeps the first deleted_ts).
     UPDATE progressdb.messages mm SET deleted_ts = progressdb.now_ns()
      WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.deleted_ts IS NULL;
@@ -291,6 +310,7 @@ DECLARE
     m progressdb.messages := progressdb._message_for(restore_message.id, in_thread, true);
 BEGIN
     PERFORM progressdb._check_write(m, actor);
+    m := progressdb._lock_message(m);
     UPDATE progressdb.messages mm SET deleted_ts = NULL
      WHERE mm.thread = m.thread AND mm.seq = m.seq
     RETURNING mm.* INTO m;

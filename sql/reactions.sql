@@ -25,6 +25,7 @@ BEGIN
     PERFORM progressdb._check_reaction(reaction);
     m := progressdb._message_for(add_reaction.id, in_thread, false);
     PERFORM progressdb._check_read(m, actor);
+    m := progressdb._lock_message(m);
     UPDATE progressdb.messages mm
        SET reactions = mm.reactions || jsonb_build_object(add_reaction.identity, add_reaction.reaction)
      WHERE mm.thread = m.thread AND mm.seq = m.seq
@@ -43,6 +44,7 @@ BEGIN
     PERFORM progressdb._check_ident('identity', identity);
     m := progressdb._message_for(remove_reaction.id, in_thread, false);
     PERFORM progressdb._check_read(m, actor);
+    m := progressdb._lock_message(m);
     -- Removing a reaction that is not there changes nothing (idempotent).
     UPDATE progressdb.messages mm SET reactions = mm.reactions - remove_reaction.identity
      WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.reactions ? remove_reaction.identity;

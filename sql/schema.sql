@@ -58,6 +58,24 @@ CREATE INDEX messages_id_idx ON progressdb.messages (id);
 CREATE INDEX messages_reply_idx ON progressdb.messages (thread, reply_to, seq)
     WHERE reply_to IS NOT NULL;
 
+-- Timeline clustering (see compaction.sql). Message rows are small enough to
+-- live inline in heap pages: compress the body in place (lz4) as soon as a row
+-- exceeds 128 bytes, and never move it out of line to TOAST below a page's
+-- size, so a timeline page is a few heap pages and no TOAST lookups.
+ALTER TABLE progressdb.messages SET (toast_tuple_target = 128);
+ALTER TABLE progressdb.messages ALTER COLUMN body SET STORAGE MAIN;
+ALTER TABLE progressdb.messages ALTER COLUMN body SET COMPRESSION lz4;
+ALTER TABLE progressdb.messages ALTER COLUMN body_enc SET STORAGE MAIN;
+
+-- How far each thread's timeline has been compacted (rewritten in thread
+-- order). Kept apart from threads so compaction never locks a row that
+-- appends update.
+CREATE TABLE progressdb.compaction_state (
+    thread         text   NOT NULL,
+    compacted_seq  bigint NOT NULL,
+    CONSTRAINT compaction_state_pkey PRIMARY KEY (thread)
+);
+
 -- Earlier contents of a message; the current content stays in messages.
 CREATE TABLE progressdb.message_versions (
     thread      text    NOT NULL,
@@ -87,6 +105,7 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.messages', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.message_versions', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_number_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.compaction_state', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.dek_id_seq', '');
 
 -- Errors carry SQLSTATEs (API.md): the gateway maps them to HTTP statuses.

@@ -12,7 +12,35 @@ pub static ENCRYPT_NEW_THREADS: GucSetting<bool> = GucSetting::<bool>::new(false
 /// JSON paths (e.g. `body.card,body.items.*.secret`) to encrypt instead of the whole body.
 pub static ENCRYPTED_FIELDS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// Seconds between compaction rounds of the background compactor; 0 = off.
+pub static COMPACTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10);
+/// Messages younger than this many seconds are not compacted yet.
+pub static COMPACTION_MIN_AGE: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Database the background compactor works in.
+pub static COMPACTION_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
 pub fn init() {
+    GucRegistry::define_int_guc(
+        c"progressdb.compaction_interval",
+        c"Seconds between rounds of the background compactor (0 turns it off).",
+        c"Needs shared_preload_libraries = 'progressdb'.",
+        &COMPACTION_INTERVAL,
+        0,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"progressdb.compaction_min_age",
+        c"Messages younger than this many seconds are left for a later compaction round.",
+        c"",
+        &COMPACTION_MIN_AGE,
+        0,
+        86_400 * 365,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"progressdb.master_key_file",
         c"File holding the key-encryption keys (<id>:<64 hex> per line, active first).",
@@ -35,6 +63,18 @@ pub fn init() {
         c"Paths start with body, * matches any key or array element, e.g. body.card,body.items.*.secret",
         &ENCRYPTED_FIELDS,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// Postmaster-level settings can only be defined while preloading.
+pub fn init_preloaded() {
+    GucRegistry::define_string_guc(
+        c"progressdb.compaction_database",
+        c"Database in which the background compactor runs.",
+        c"",
+        &COMPACTION_DATABASE,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
 }

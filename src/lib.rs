@@ -8,6 +8,7 @@
 
 ::pgrx::pg_module_magic!(name, version);
 
+pub mod compaction;
 pub mod crypto;
 pub mod guc;
 pub mod ids;
@@ -25,6 +26,7 @@ pub mod testing;
 #[pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
+    compaction::register_worker();
 }
 
 /// Called by `cargo pgrx test` to configure the test cluster.

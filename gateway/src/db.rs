@@ -27,7 +27,10 @@ pub async fn open(cfg: &Config) -> Result<Database, String> {
     let (conn, cluster) = match &cfg.db {
         DbTarget::External(s) => (s.clone(), None),
         DbTarget::Embedded { dir, port } => {
-            let mut cluster = Cluster::new(dir, *port).map_err(|e| e.to_string())?;
+            // Preloaded so its background compactor keeps timelines clustered.
+            let mut cluster = Cluster::new(dir, *port)
+                .map_err(|e| e.to_string())?
+                .with_setting("shared_preload_libraries", "progressdb");
             if let Some(keys) = &cfg.master_key_file {
                 // Only the path travels; PostgreSQL reads the keys itself.
                 let quoted = format!("'{}'", keys.display());

@@ -17,12 +17,21 @@ impl TestCluster {
     /// Starts a fresh cluster under /tmp named after the test, with the
     /// extension created in database `postgres`.
     pub fn start(name: &str) -> TestCluster {
+        Self::start_with(name, &[])
+    }
+
+    /// As `start`, with server settings (`-c name=value`) such as
+    /// `shared_preload_libraries`.
+    pub fn start_with(name: &str, settings: &[(&str, &str)]) -> TestCluster {
         let root = PathBuf::from(format!("/tmp/pdb-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("create test root");
         // The server (running as postgres) writes dumps here too.
         set_mode(&root, 0o777);
-        let cluster = Cluster::new(root.join("pg"), 5440).expect("cluster");
+        let mut cluster = Cluster::new(root.join("pg"), 5440).expect("cluster");
+        for (k, v) in settings {
+            cluster = cluster.with_setting(k, v);
+        }
         cluster.init().expect("initdb");
         cluster.start().expect("start");
         cluster
