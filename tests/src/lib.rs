@@ -6,6 +6,7 @@
 
 use pgcluster::Cluster;
 use std::path::PathBuf;
+use std::process::Command;
 use tokio_postgres::{Client, NoTls};
 
 pub struct TestCluster {
@@ -43,6 +44,38 @@ impl TestCluster {
     /// A scratch directory the server user can write to.
     pub fn scratch(&self) -> PathBuf {
         self.root.clone()
+    }
+
+    /// Runs a server tool (pg_dump, pg_restore) against this cluster as the
+    /// server user; panics with its stderr when it fails. Returns stdout.
+    pub fn tool(&self, name: &str, args: &[&str]) -> Vec<u8> {
+        let cl = &self.cluster;
+        let sock = cl.socket_dir().to_str().expect("utf-8 path").to_string();
+        let port = cl.port().to_string();
+        let out = cl
+            .run_as_pg(
+                Command::new(cl.bin(name))
+                    .args(["-h", &sock, "-p", &port, "-U", "postgres"])
+                    .args(args),
+            )
+            .expect(name);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// `pg_dump -Fc` of `from`, restored with `pg_restore` into a new database `to`.
+    pub fn dump_and_restore(&self, from: &str, to: &str) {
+        let file = self.scratch().join(format!("{from}.dump"));
+        let file = file.to_str().expect("utf-8 path");
+        self.tool("pg_dump", &["-Fc", "-d", from, "-f", file]);
+        self.cluster
+            .psql("postgres", &format!("CREATE DATABASE {to}"))
+            .expect("create database");
+        self.tool("pg_restore", &["--exit-on-error", "-d", to, file]);
     }
 
     pub async fn connect(&self, db: &str) -> Client {

@@ -1,7 +1,6 @@
 //! User data in the extension's tables survives pg_dump + pg_restore.
 
 use progressdb_tests::{call, TestCluster};
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
@@ -54,37 +53,7 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
             'stats', progressdb.stats())::text";
     let before = call(&c, snapshot, &[&ids[0]]).await;
 
-    let dump = tc.scratch().join("db.dump");
-    let cl = &tc.cluster;
-    let sock = cl.socket_dir().to_str().unwrap().to_string();
-    let port = cl.port().to_string();
-    let run = |cmd: &mut Command| {
-        let out = cl.run_as_pg(cmd).unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(Command::new(cl.bin("pg_dump"))
-        .args([
-            "-Fc", "-h", &sock, "-p", &port, "-U", "postgres", "-d", "postgres", "-f",
-        ])
-        .arg(&dump));
-    cl.psql("postgres", "CREATE DATABASE restored").unwrap();
-    run(Command::new(cl.bin("pg_restore"))
-        .args([
-            "--exit-on-error",
-            "-h",
-            &sock,
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            "restored",
-        ])
-        .arg(&dump));
+    tc.dump_and_restore("postgres", "restored");
 
     let r = tc.connect("restored").await;
     let after = call(&r, snapshot, &[&ids[0]]).await;

@@ -3,7 +3,6 @@
 use pgcluster::Cluster;
 use progressdb_tests::{call, TestCluster};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const K1: &str = "k1:1111111111111111111111111111111111111111111111111111111111111111";
 const K2: &str = "k2:2222222222222222222222222222222222222222222222222222222222222222";
@@ -83,16 +82,8 @@ async fn encrypted_data_survives_restart_rotation_and_dump_restore() {
     assert_eq!(call(&c, snapshot, &[&id]).await, before);
 
     // No plaintext in a dump.
-    let sock = cl.socket_dir().to_str().unwrap().to_string();
-    let port = cl.port().to_string();
-    let dump = cl
-        .run_as_pg(
-            Command::new(cl.bin("pg_dump"))
-                .args(["-h", &sock, "-p", &port, "-U", "postgres", "-d", "postgres"]),
-        )
-        .unwrap();
-    assert!(dump.status.success());
-    let text = String::from_utf8_lossy(&dump.stdout);
+    let dump = tc.tool("pg_dump", &["-d", "postgres"]);
+    let text = String::from_utf8_lossy(&dump);
     assert!(
         text.contains("pdb1:"),
         "the dump holds the ciphertext envelopes"
@@ -140,44 +131,7 @@ async fn encrypted_data_survives_restart_rotation_and_dump_restore() {
     assert_eq!(call(&c, snapshot, &[&id]).await, before);
 
     // Dump, restore into a new database, read there with the same key file.
-    let file = tc.scratch().join("enc.dump");
-    let out = cl
-        .run_as_pg(
-            Command::new(cl.bin("pg_dump"))
-                .args([
-                    "-Fc", "-h", &sock, "-p", &port, "-U", "postgres", "-d", "postgres", "-f",
-                ])
-                .arg(&file),
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    cl.psql("postgres", "CREATE DATABASE restored").unwrap();
-    let out = cl
-        .run_as_pg(
-            Command::new(cl.bin("pg_restore"))
-                .args([
-                    "--exit-on-error",
-                    "-h",
-                    &sock,
-                    "-p",
-                    &port,
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "restored",
-                ])
-                .arg(&file),
-        )
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tc.dump_and_restore("postgres", "restored");
     let r = tc.connect("restored").await;
     assert_eq!(
         call(&r, snapshot, &[&id]).await,
