@@ -53,6 +53,12 @@ pub fn status_for_sqlstate(code: &str) -> StatusCode {
     }
 }
 
+/// Key-file and key-mismatch errors of encrypted threads (class 39: the key
+/// file is missing or malformed; class 28: a master key is absent or wrong).
+fn is_key_problem(code: &str) -> bool {
+    code.starts_with("39") || code.starts_with("28")
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
@@ -68,6 +74,11 @@ impl From<tokio_postgres::Error> for ApiError {
                         db.message()
                     );
                     ApiError::unavailable("database unavailable")
+                } else if is_key_problem(db.code().code()) {
+                    // Encrypted thread without a usable key: the operator must
+                    // act; say so. These messages name key ids, never keys.
+                    tracing::error!(sqlstate = db.code().code(), "{}", db.message());
+                    ApiError::new(status, format!("encryption key problem: {}", db.message()))
                 } else {
                     tracing::error!(
                         sqlstate = db.code().code(),

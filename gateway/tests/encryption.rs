@@ -53,6 +53,24 @@ fn encrypted_thread_over_http_stores_no_plaintext() {
         .unwrap();
     assert!(stored.contains("pdb1:"), "{stored}");
     assert!(!stored.contains("4111"), "plaintext in storage: {stored}");
+
+    // Without the key file: a clear error for the encrypted thread, plain ones work.
+    std::fs::remove_file(&keys).unwrap();
+    let (s, e) = send(g.req(
+        Method::GET,
+        "/v1/threads/vault/messages?author=alice",
+        Some("sk_example"),
+    ));
+    assert_eq!(s, 500, "{e}");
+    let msg = e["error"].as_str().unwrap();
+    assert!(
+        msg.contains("encryption key problem") && msg.contains("master_key_file"),
+        "{msg}"
+    );
+    let (s, _) = send(
+        g.req(Method::POST, "/v1/messages", Some("sk_example"))
+            .json(&json!({"thread": "plain", "author": "alice", "body": {"text": "hi"}})),
+    );
+    assert_eq!(s, 200);
     assert!(g.stop().success());
-    let _ = std::fs::remove_file(&keys);
 }
