@@ -6,8 +6,11 @@
 #   bench/run.sh --smoke         tiny dataset, 2 s runs, every scenario once; results in a
 #                                temp dir; exits non-zero if any scenario fails
 #
-# Options: --threads N  --messages N  --duration SECONDS  --out DIR  --keep
+# Options: --threads N  --messages N  --duration SECONDS  --rounds N  --out DIR  --keep
 #          --gateway PATH (use this gateway binary)  --no-build (never cargo build the gateway)
+#          --compact auto|yes|no (run progressdb.compact() over the loaded data before the
+#            read scenarios; auto = when the installed extension has it; default auto)
+#          --set NAME=VALUE (extra postgresql.conf line, repeatable; e.g. shared_preload_libraries=progressdb)
 #
 # Starts its own PostgreSQL 15 cluster (as the postgres user, unix socket only,
 # in a temp dir under /tmp) and removes it, the gateway and every load process
@@ -22,7 +25,7 @@ COMMAND=$(printf '%q ' "bench/run.sh" "$@")
 COMMAND=${COMMAND% }
 
 # ------------------------------------------------------------------ options
-SMOKE=0 THREADS="" MESSAGES="" DURATION="" OUT="" KEEP=0 GATEWAY_BIN="" BUILD=1
+SMOKE=0 THREADS="" MESSAGES="" DURATION="" ROUNDS="" OUT="" KEEP=0 GATEWAY_BIN="" BUILD=1 PGSET=() COMPACT=auto
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +33,9 @@ while [ $# -gt 0 ]; do
     --threads) THREADS=$2; shift ;;
     --messages) MESSAGES=$2; shift ;;
     --duration) DURATION=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --compact) COMPACT=$2; shift ;;
+    --set) PGSET+=("$2"); shift ;;
     --out) OUT=$2; shift ;;
     --keep) KEEP=1 ;;
     --gateway) GATEWAY_BIN=$2; shift ;;
@@ -41,10 +47,10 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$SMOKE" = 1 ]; then
-  THREADS=${THREADS:-50} MESSAGES=${MESSAGES:-2000} DURATION=${DURATION:-2}
+  THREADS=${THREADS:-50} MESSAGES=${MESSAGES:-2000} DURATION=${DURATION:-2} ROUNDS=${ROUNDS:-1}
   COLD_TX=20 HTTP_CONNS="8" BATCH=500 BUILD=0
 else
-  THREADS=${THREADS:-10000} MESSAGES=${MESSAGES:-1000000} DURATION=${DURATION:-20}
+  THREADS=${THREADS:-10000} MESSAGES=${MESSAGES:-1000000} DURATION=${DURATION:-15} ROUNDS=${ROUNDS:-2}
   COLD_TX=300 HTTP_CONNS="8 32 64" BATCH=20000
 fi
 APPEND_CLIENTS="1 8"   # append at 1 and 8 clients
@@ -54,9 +60,10 @@ BUFFER_SAMPLES=20      # pages EXPLAINed for the buffers figure
 SEED=0.42              # setseed(): same seed, same data
 SKEW=2.5               # thread rank = floor(T * u^SKEW): power-law activity
 API_KEY=sk_bench
-for v in THREADS MESSAGES DURATION; do
+for v in THREADS MESSAGES DURATION ROUNDS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "--${v,,} must be a positive integer" >&2; exit 2; }
 done
+case $COMPACT in auto|yes|no) ;; *) echo "--compact wants auto, yes or no" >&2; exit 2 ;; esac
 [ "$MESSAGES" -ge "$THREADS" ] || { echo "--messages must be >= --threads" >&2; exit 2; }
 NPROC=$(nproc)
 
@@ -154,6 +161,7 @@ meta seed "$SEED"
 meta cold_tx "$COLD_TX"
 meta buffer_samples "$BUFFER_SAMPLES"
 meta duration_s "$DURATION"
+meta rounds "$ROUNDS"
 log "bench: $COMMAND  (work dir $WORK, results -> $OUT)"
 log "machine: $NPROC cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -216,6 +224,11 @@ checkpoint_timeout = 30min
 # read by progressdb once encryption exists (the encrypted-vs-plain hook)
 progressdb.master_key_file = '$WORK/master.key'
 EOF
+for kv in ${PGSET[@]+"${PGSET[@]}"}; do
+  [[ $kv == *=* ]] || die "--set wants NAME=VALUE, got $kv"
+  printf "%s = '%s'\n" "${kv%%=*}" "${kv#*=}" >> "$PGDATA/postgresql.conf"
+done
+meta extra_settings "${PGSET[*]:-none}"
 pg_start() {
   as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/server.log" -w -t 120 start > /dev/null ||
     die "server failed to start: $(tail -5 "$WORK/server.log")"
@@ -273,11 +286,65 @@ log "VACUUM ANALYZE + CHECKPOINT"
 run psql_db -c "VACUUM ANALYZE" -c "CHECKPOINT" > /dev/null
 NCURSORS_REAL=$(psql_db -At -c "SELECT count(*) FROM bench.cursors")
 
+buffers() { # scenario target page [whole_call]
+  local scenario=$1 target=$2 page=$3 whole=${4:-false} js
+  local sqltarget=${target%_call}; sqltarget=${sqltarget%_interleaved}
+  if js=$(psql_db -At -c "SELECT bench.page_buffers('$sqltarget', '$page', $BUFFER_SAMPLES, $whole)" 2> "$RAW/buffers.err"); then
+    rec scenario="$scenario" target="$target" status=ok json="$js"
+  else
+    rec scenario="$scenario" target="$target" status=failed error="$(tail -2 "$RAW/buffers.err" | tr '\n' ' ')"
+  fi
+}
+
+# Each warm SQL scenario runs ROUNDS times, alternating the order of the
+# targets (odd rounds progressdb first, even rounds progressdb last); the
+# report uses each target's best round, results.json keeps every round.
+targets_for_round() { if [ $(( $1 % 2 )) = 1 ]; then echo progressdb naive langchain; else echo langchain naive progressdb; fi; }
+
+# ------------------------------------------------------------------ timeline clustering
+# The loaded heap has every thread's messages interleaved. When the extension
+# has progressdb.compact() (timeline clustering), measure the buffers per page
+# as loaded, then compact everything (min_age 0: all of it is "closed") in
+# batches of 500 threads, each its own transaction, and run every read
+# scenario on the compacted storage, as a server with the background
+# compactor would have it.
+HAS_COMPACT=$(psql_db -At -c "SELECT count(*) FROM pg_proc WHERE oid::regprocedure::text = 'progressdb.compact(integer,integer,interval)'")
+if [ "$COMPACT" = yes ] && [ "$HAS_COMPACT" != 1 ]; then die "--compact yes, but progressdb.compact(integer, integer, interval) does not exist"; fi
+if [ "$COMPACT" != no ] && [ "$HAS_COMPACT" = 1 ]; then
+  log "shared buffers per page as loaded (interleaved)"
+  buffers buffers_history progressdb_interleaved history
+  buffers buffers_newest progressdb_interleaved newest
+  log "compacting timelines: progressdb.compact(max_threads => 500, min_age => '0')"
+  t0=$(now) moved=0 rounds=0 cstatus=ok
+  for i in $(seq 1 1000); do
+    if ! out=$(psql_db -At -c "SELECT progressdb.compact(max_threads => 500, min_age => '0 seconds')" 2> "$RAW/compact.err"); then
+      cstatus=failed; break
+    fi
+    rounds=$i
+    n=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["messages"])' "$out")
+    moved=$(( moved + n ))
+    if [ "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["threads"])' "$out")" = 0 ]; then break; fi
+  done
+  secs=$(elapsed "$t0" "$(now)")
+  if [ "$cstatus" = ok ]; then
+    run psql_db -c "VACUUM ANALYZE progressdb.messages" -c "CHECKPOINT" > /dev/null
+    rec scenario=compaction target=progressdb status=ok seconds="$secs" messages="$moved" calls="$rounds" \
+      size="$(psql_db -At -c "SELECT pg_size_pretty(pg_total_relation_size('progressdb.messages') + pg_total_relation_size('progressdb.threads'))")"
+    meta storage "compacted: progressdb.compact() moved $moved messages in $secs s before the read scenarios"
+  else
+    rec scenario=compaction target=progressdb status=failed error="$(tail -3 "$RAW/compact.err" | tr '\n' ' ')"
+    meta storage "as loaded (compaction failed)"
+  fi
+else
+  meta storage "as loaded: thread timelines interleaved ($([ "$HAS_COMPACT" = 1 ] && echo "--compact no" || echo "no progressdb.compact() in this extension"))"
+fi
+
+
 # ------------------------------------------------------------------ 4. measurements
 # pgb scenario target clients script [pgbench args...]: one pgbench run -> one record
 pgb() {
   local scenario=$1 target=$2 clients=$3 script=$4; shift 4
-  local name="$scenario-$target-c$clients" jobs=$(( clients < NPROC ? clients : NPROC )) status=ok
+  local name="$scenario-$target-c$clients-r${ROUND:-1}" jobs=$(( clients < NPROC ? clients : NPROC )) status=ok
   local prefix=$RAW/$name
   local mode=(-T "$DURATION")
   [ "${1:-}" = "-t" ] && { mode=(-t "$2"); shift 2; }
@@ -285,26 +352,22 @@ pgb() {
     -l --log-prefix="$prefix" -D nthreads="$THREADS" -D ncursors="$NCURSORS_REAL" "$@" \
     -f "$BENCH_DIR/pgbench/$script" -h "$SOCK" -p "$PORT" -U postgres bench > "$prefix.out" 2> "$prefix.err" || status=failed
   "${REPORT[@]}" pgbench --jsonl "$JSONL" --scenario "$scenario" --target "$target" --clients "$clients" \
-    --prefix "$prefix" --status "$status"
+    --prefix "$prefix" --status "$status" --extra "{\"round\": ${ROUND:-1}}"
   rm -f "$prefix".[0-9]*   # per-transaction logs: summarised above
 }
-buffers() { # scenario target page [whole_call]
-  local scenario=$1 target=$2 page=$3 whole=${4:-false} js
-  if js=$(psql_db -At -c "SELECT bench.page_buffers('${target%_call}', '$page', $BUFFER_SAMPLES, $whole)" 2> "$RAW/buffers.err"); then
-    rec scenario="$scenario" target="$target" status=ok json="$js"
-  else
-    rec scenario="$scenario" target="$target" status=failed error="$(tail -2 "$RAW/buffers.err" | tr '\n' ' ')"
-  fi
-}
-
-log "scenario: newest page of 50, $READ_CLIENTS clients, ${DURATION}s each"
-for t in progressdb naive langchain; do pgb newest "$t" "$READ_CLIENTS" "newest_$t.sql"; done
+log "scenario: newest page of 50, $READ_CLIENTS clients, ${DURATION}s each, $ROUNDS round(s)"
+for ROUND in $(seq 1 "$ROUNDS"); do
+  for t in $(targets_for_round "$ROUND"); do pgb newest "$t" "$READ_CLIENTS" "newest_$t.sql"; done
+done
 
 log "scenario: history page of 50 (older half of busy threads), warm"
 for t in progressdb naive langchain; do
   psql_db -At -c "SELECT bench.warm('$t', 'history')" > /dev/null 2>&1 || true
-  pgb history_warm "$t" "$READ_CLIENTS" "history_$t.sql"
 done
+for ROUND in $(seq 1 "$ROUNDS"); do
+  for t in $(targets_for_round "$ROUND"); do pgb history_warm "$t" "$READ_CLIENTS" "history_$t.sql"; done
+done
+ROUND=1
 log "shared buffers per page (EXPLAIN ANALYZE BUFFERS, $BUFFER_SAMPLES pages)"
 for t in progressdb naive langchain; do
   buffers buffers_history "$t" history
@@ -315,8 +378,11 @@ buffers buffers_newest progressdb_call newest true
 
 log "scenario: append, clients $APPEND_CLIENTS"
 for c in $APPEND_CLIENTS; do
-  for t in progressdb naive langchain; do pgb append "$t" "$c" "append_$t.sql"; done
+  for ROUND in $(seq 1 "$ROUNDS"); do
+    for t in $(targets_for_round "$ROUND"); do pgb append "$t" "$c" "append_$t.sql"; done
+  done
 done
+ROUND=1
 
 log "scenario: history page, cold cache ($COLD_TX pages per target, 1 client)"
 DROP=""
@@ -471,7 +537,7 @@ rc=0
 "${REPORT[@]}" report --jsonl "$JSONL" --meta "$RAW/meta.json" --md "$OUT/RESULTS.md" \
   --json "$OUT/results.json" --png "$OUT/results.png" || rc=$?
 nfail=$(grep -c '"status": "failed"' "$JSONL" || true)
-log "results: $OUT/RESULTS.md, $OUT/results.json, $OUT/results.png ($(python3 -c "print(round($(now) - $STARTED))") s)"
+log "results: $OUT/RESULTS.md, $OUT/results.json, $OUT/results.png ($(python3 -c "print(round($(now) - $STARTED))") s)$([ "$OUT_AUTO" = 1 ] && echo "; this smoke output is removed when the run passes (--out DIR keeps it)")"
 if [ "$nfail" -gt 0 ]; then
   log "FAILED: $nfail scenario run(s) failed:"
   grep '"status": "failed"' "$JSONL" | python3 -c 'import json,sys; [print("  ", r["scenario"], r["target"], r.get("clients",""), r.get("error","")) for r in map(json.loads, sys.stdin)]'

@@ -32,6 +32,9 @@ cargo pgrx install --release --pg-config "$PG_CONFIG"
 step "integration tests (real clusters, real connections, real HTTP)"
 cargo test -p pgcluster -p progressdb-tests -p progressdb-gateway
 
+step "benchmark smoke (every scenario once on a tiny dataset)"
+bash bench/run.sh --smoke --no-build
+
 step "lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
