@@ -12,9 +12,8 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     m progressdb.messages;
 BEGIN
-    PERFORM progressdb._check_ident('message id', msg_id);
     SELECT * INTO m FROM progressdb.messages mm
-     WHERE mm.id = msg_id AND (in_thread IS NULL OR mm.thread = in_thread)
+     WHERE mm.id = progressdb._ident('message id', msg_id) AND (in_thread IS NULL OR mm.thread = in_thread)
      LIMIT 1;
     IF NOT FOUND OR (m.deleted_ts IS NOT NULL AND NOT allow_deleted)
        OR NOT EXISTS (SELECT 1 FROM progressdb.threads th
@@ -70,16 +69,6 @@ BEGIN
 END
 $$;
 
--- Takes the next seq of a live thread, locking its row until commit so that
--- concurrent appends to one thread get distinct, gap-free seqs while appends
--- to other threads proceed in parallel. Returns (seq, thread owner), or no row.
-CREATE FUNCTION progressdb._next_seq(thread_id text, OUT seq bigint, OUT owner text, OUT dek_id bigint)
-LANGUAGE sql AS $$
-    UPDATE progressdb.threads th SET last_seq = th.last_seq + 1
-     WHERE th.id = thread_id AND th.deleted_ts IS NULL
-    RETURNING th.last_seq, th.author, th.dek_id
-$$;
-
 CREATE FUNCTION progressdb.post_message(thread text, author text, body jsonb, role text DEFAULT 'user',
                                         reply_to text DEFAULT NULL, actor text DEFAULT NULL)
 RETURNS jsonb
@@ -98,28 +87,31 @@ DECLARE
     t progressdb.threads;
     m progressdb.messages;
 BEGIN
-    PERFORM progressdb._check_ident('author', author);
-    PERFORM progressdb._check_ident('thread id', thread_id);
-    PERFORM progressdb._check_body(body);
-    IF length(msg_role) < 1 OR length(msg_role) > 64 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'role must be 1-64 characters';
-    END IF;
+    author := progressdb._ident('author', author);
+    thread_id := progressdb._ident('thread id', thread_id);
+    body := progressdb._body(body);
+    msg_role := progressdb._text('role', msg_role, 64);
 
-    SELECT s.seq, s.owner, s.dek_id INTO next_seq, owner, dek FROM progressdb._next_seq(thread_id) s;
-    IF next_seq IS NULL THEN
-        -- No live thread: create it, owned by the author.
+    -- Take the next seq of the live thread. The thread row's lock, held until
+    -- commit, gives concurrent appends to one thread distinct, gap-free seqs,
+    -- while appends to other threads go on in parallel.
+    FOR attempt IN 1..2 LOOP
+        UPDATE progressdb.threads th SET last_seq = th.last_seq + 1
+         WHERE th.id = thread_id AND th.deleted_ts IS NULL
+        RETURNING th.last_seq, th.author, th.dek_id INTO next_seq, owner, dek;
+        EXIT WHEN FOUND OR attempt = 2;
+        -- No live thread: create it, owned by the author. When that loses a
+        -- race with a concurrent creator, take a seq in the winner's thread.
         t := progressdb._insert_thread(thread_id, author, NULL, NULL, 1);
         IF t.id IS NOT NULL THEN
             next_seq := 1;
             owner := t.author;
             dek := t.dek_id;
-        ELSE
-            -- Taken meanwhile by a concurrent creator (retry), or soft-deleted.
-            SELECT s.seq, s.owner, s.dek_id INTO next_seq, owner, dek FROM progressdb._next_seq(thread_id) s;
-            IF next_seq IS NULL THEN
-                RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_id);
-            END IF;
+            EXIT;
         END IF;
+    END LOOP;
+    IF next_seq IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_id);
     END IF;
     IF actor IS NOT NULL AND owner <> actor THEN
         RAISE EXCEPTION USING ERRCODE = '42501',
@@ -180,15 +172,6 @@ LANGUAGE sql STABLE AS $$
      LIMIT p_lim
 $$;
 
--- Is there any (visible) message of the thread with lo <= seq <= hi?
-CREATE FUNCTION progressdb._any_between(p_thread text, lo bigint, hi bigint, p_include_deleted boolean)
-RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM progressdb.messages m
-                    WHERE m.thread = p_thread AND m.seq BETWEEN lo AND hi
-                      AND (p_include_deleted OR m.deleted_ts IS NULL))
-$$;
-
 CREATE FUNCTION progressdb._cursor_seq(thread_id text, msg_id text, what text) RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -226,7 +209,7 @@ DECLARE
     has_after boolean;
     pagination jsonb;
 BEGIN
-    PERFORM progressdb._check_limit(lim);
+    lim := progressdb._limit(lim);
     IF before IS NOT NULL THEN
         b_seq := progressdb._cursor_seq(t.id, before, 'before');
     END IF;
@@ -243,12 +226,17 @@ BEGIN
     END IF;
 
     IF lo IS NULL THEN
-        has_before := a_seq IS NOT NULL AND progressdb._any_between(t.id, 0, a_seq, inc);
-        has_after := before IS NOT NULL AND progressdb._any_between(t.id, b_seq, max_seq, inc);
+        lo := coalesce(a_seq, 0) + 1;
+        hi := b_seq - 1;
+    END IF;
+    -- Anything (visible) beyond the page on either side?
+    has_before := EXISTS (SELECT 1 FROM progressdb.messages mm
+                           WHERE mm.thread = t.id AND mm.seq < lo AND (inc OR mm.deleted_ts IS NULL));
+    has_after := EXISTS (SELECT 1 FROM progressdb.messages mm
+                          WHERE mm.thread = t.id AND mm.seq > hi AND (inc OR mm.deleted_ts IS NULL));
+    IF msgs = '[]'::jsonb THEN
         pagination := jsonb_build_object('has_before', has_before, 'has_after', has_after);
     ELSE
-        has_before := progressdb._any_between(t.id, 0, lo - 1, inc);
-        has_after := progressdb._any_between(t.id, hi + 1, max_seq, inc);
         pagination := jsonb_build_object('has_before', has_before, 'has_after', has_after,
                                          'before', msgs -> 0 -> 'id', 'after', msgs -> -1 -> 'id');
     END IF;
@@ -266,7 +254,7 @@ DECLARE
     plain jsonb := edit_message.body;
     sealed text;
 BEGIN
-    PERFORM progressdb._check_body(body);
+    body := progressdb._body(body);
     m := progressdb._message_for(edit_message.id, in_thread, false);
     PERFORM progressdb._check_write(m, actor);
     -- Lock the row first: an encrypted body is sealed for the version it will

@@ -2,18 +2,6 @@
 -- message row (identity -> reaction) so timeline reads need no join; changing
 -- them is not a content change and makes no version.
 
-CREATE FUNCTION progressdb._check_reaction(reaction text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF reaction IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'reaction is required';
-    END IF;
-    IF length(reaction) < 1 OR length(reaction) > 64 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'reaction must be 1-64 characters';
-    END IF;
-END
-$$;
-
 CREATE FUNCTION progressdb.add_reaction(id text, identity text, reaction text, actor text DEFAULT NULL,
                                         in_thread text DEFAULT NULL)
 RETURNS jsonb
@@ -21,8 +9,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     m progressdb.messages;
 BEGIN
-    PERFORM progressdb._check_ident('identity', identity);
-    PERFORM progressdb._check_reaction(reaction);
+    identity := progressdb._ident('identity', identity);
+    reaction := progressdb._text('reaction', reaction, 64);
     m := progressdb._message_for(add_reaction.id, in_thread, false);
     PERFORM progressdb._check_read(m, actor);
     m := progressdb._lock_message(m);
@@ -41,7 +29,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     m progressdb.messages;
 BEGIN
-    PERFORM progressdb._check_ident('identity', identity);
+    identity := progressdb._ident('identity', identity);
     m := progressdb._message_for(remove_reaction.id, in_thread, false);
     PERFORM progressdb._check_read(m, actor);
     m := progressdb._lock_message(m);

@@ -8,7 +8,7 @@ DECLARE
     m progressdb.messages := progressdb._message_for(replies.id, in_thread, false);
     result jsonb;
 BEGIN
-    PERFORM progressdb._check_limit(lim);
+    lim := progressdb._limit(lim);
     PERFORM progressdb._check_read(m, actor);
     SELECT coalesce(jsonb_agg(progressdb._message_json(r) ORDER BY r.seq), '[]') INTO result
       FROM (SELECT * FROM progressdb.messages mm

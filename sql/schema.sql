@@ -58,11 +58,10 @@ CREATE INDEX messages_id_idx ON progressdb.messages (id);
 CREATE INDEX messages_reply_idx ON progressdb.messages (thread, reply_to, seq)
     WHERE reply_to IS NOT NULL;
 
--- Timeline clustering (see compaction.sql). Message rows are small enough to
--- live inline in heap pages: compress the body in place (lz4) as soon as a row
--- exceeds 128 bytes, and never move it out of line to TOAST below a page's
--- size, so a timeline page is a few heap pages and no TOAST lookups.
-ALTER TABLE progressdb.messages SET (toast_tuple_target = 128);
+-- Timeline clustering (see compaction.sql) wants message rows inline in heap
+-- pages: a body that makes its row exceed the TOAST threshold (~2 kB) is
+-- compressed in place (lz4) and moved out of line only when it cannot fit a
+-- page even then, so timeline pages need no TOAST lookups.
 ALTER TABLE progressdb.messages ALTER COLUMN body SET STORAGE MAIN;
 ALTER TABLE progressdb.messages ALTER COLUMN body SET COMPRESSION lz4;
 ALTER TABLE progressdb.messages ALTER COLUMN body_enc SET STORAGE MAIN;
@@ -116,36 +115,16 @@ BEGIN
 END
 $$;
 
--- Identifiers (thread ids, authors, reaction identities): 1-128 characters.
-CREATE FUNCTION progressdb._check_ident(what text, val text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF val IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = what || ' is required';
-    END IF;
-    IF length(val) < 1 OR length(val) > 128 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = what || ' must be 1-128 characters (got ' || length(val) || ')';
-    END IF;
-END
-$$;
 
-CREATE FUNCTION progressdb._check_limit(lim integer) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = 'limit must be between 1 and 1000 (got ' || coalesce(lim::text, 'null') || ')';
-    END IF;
-END
-$$;
 
-CREATE FUNCTION progressdb._check_body(body jsonb) RETURNS void
+-- Input checks of identifiers, texts and limits are native: see src/checks.rs.
+CREATE FUNCTION progressdb._body(body jsonb) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';
     END IF;
+    RETURN body;
 END
 $$;
 

@@ -8,8 +8,7 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     t progressdb.threads;
 BEGIN
-    PERFORM progressdb._check_ident('thread id', thread_id);
-    SELECT * INTO t FROM progressdb.threads th WHERE th.id = thread_id;
+    SELECT * INTO t FROM progressdb.threads th WHERE th.id = progressdb._ident('thread id', thread_id);
     IF NOT FOUND OR t.deleted_ts IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_id);
     END IF;
@@ -18,18 +17,6 @@ BEGIN
             MESSAGE = format('user %s may not access thread %s', actor, thread_id);
     END IF;
     RETURN t;
-END
-$$;
-
-CREATE FUNCTION progressdb._check_title(title text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF title IS NULL OR btrim(title) = '' THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'title must not be empty';
-    END IF;
-    IF length(title) > 512 THEN
-        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'title must be at most 512 characters';
-    END IF;
 END
 $$;
 
@@ -68,10 +55,10 @@ DECLARE
     t progressdb.threads;
     thread_id text := coalesce(create_thread.id, progressdb.new_id('thread'));
 BEGIN
-    PERFORM progressdb._check_ident('author', author);
-    PERFORM progressdb._check_ident('thread id', thread_id);
+    author := progressdb._ident('author', author);
+    thread_id := progressdb._ident('thread id', thread_id);
     IF title IS NOT NULL THEN
-        PERFORM progressdb._check_title(title);
+        title := progressdb._text('title', title, 512);
     END IF;
     t := progressdb._insert_thread(thread_id, author, title, encrypted, 0);
     IF t.id IS NULL THEN
@@ -97,7 +84,7 @@ DECLARE
     cursor_id text := '';
     result jsonb;
 BEGIN
-    PERFORM progressdb._check_limit(lim);
+    lim := progressdb._limit(lim);
     IF before IS NOT NULL THEN
         -- Keyset cursor: threads are listed newest first by (created_ts, id).
         SELECT th.created_ts, th.id INTO cursor_ts, cursor_id
@@ -126,7 +113,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     t progressdb.threads;
 BEGIN
-    PERFORM progressdb._check_title(title);
+    title := progressdb._text('title', title, 512);
     t := progressdb._thread_for(update_thread.id, actor);
     UPDATE progressdb.threads th
        SET title = update_thread.title,

@@ -8,6 +8,7 @@
 
 ::pgrx::pg_module_magic!(name, version);
 
+pub mod checks;
 pub mod compaction;
 pub mod crypto;
 pub mod guc;

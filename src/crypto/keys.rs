@@ -13,8 +13,8 @@ use std::os::unix::fs::MetadataExt;
 use pgrx::prelude::*;
 
 use super::envelope::{dek_aad, open_bytes, random_key, seal_bytes};
-use super::fail;
 use super::keyfile::{Key, Keyring};
+use crate::checks::fail;
 use crate::guc;
 
 type Fingerprint = (String, u64, i64, i64, u64);

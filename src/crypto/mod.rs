@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
 
+use crate::checks::fail;
 use crate::guc;
 use envelope::{body_aad, format_envelope, open_bytes, parse_envelope, seal_bytes};
 
@@ -24,11 +25,6 @@ extension_sql_file!(
     name = "crypto",
     requires = ["messages"]
 );
-
-/// Raises a PostgreSQL error with `code`; never returns.
-pub(crate) fn fail(code: PgSqlErrorCode, msg: String) -> ! {
-    ereport!(ERROR, code, msg);
-}
 
 fn patterns() -> Vec<fields::Pattern> {
     let setting = guc::setting_string(&guc::ENCRYPTED_FIELDS).unwrap_or_default();
