@@ -22,6 +22,19 @@ else
   RUNAS=()
 fi
 
+# The gateway's web pages are tested in a real headless browser: Debian's
+# Chromium, driven by playwright-core (pinned in gateway/tests/browser).
+if ! command -v chromium >/dev/null; then
+  step "installing Chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+    || { "${SUDO[@]}" apt-get update -q && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+fi
+if [ ! -d gateway/tests/browser/node_modules/playwright-core ]; then
+  step "installing playwright-core for the browser tests"
+  (cd gateway/tests/browser && npm ci --no-audit --no-fund)
+fi
+
 step "unit + in-database tests (cargo pgrx test)"
 cargo pgrx test pg15 "${RUNAS[@]}"
 
