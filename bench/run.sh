@@ -456,7 +456,8 @@ http_section() {
   hwm=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$GW_PID/status" 2>/dev/null || echo "?")
   rss=$(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$GW_PID/status" 2>/dev/null || echo "?")
   if kill -0 "$GW_PID" 2>/dev/null; then
-    rec scenario=http target=gateway status=ok binary="$GATEWAY_BIN" pool_size="$pool" vmhwm="$hwm" vmrss_end="$rss"
+    # recorded relative to the project, so results never carry a machine's paths
+    rec scenario=http target=gateway status=ok binary="${GATEWAY_BIN#"$ROOT"/}" pool_size="$pool" vmhwm="$hwm" vmrss_end="$rss"
   else
     rec scenario=http target=gateway status=failed error="the gateway died during the run: $(tail -3 "$RAW/gateway.log" | tr '\n' ' ')"
   fi
