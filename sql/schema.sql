@@ -107,13 +107,6 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.compaction_state', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.dek_id_seq', '');
 
--- Errors carry SQLSTATEs (API.md): the gateway maps them to HTTP statuses.
-CREATE FUNCTION progressdb._fail(code text, msg text) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = code, MESSAGE = msg;
-END
-$$;
 
 
 

@@ -91,85 +91,60 @@ pub async fn list(
         .await
 }
 
-/// The common shape of "one SQL function on one message".
-async fn on_message(
-    st: &AppState,
+/// The call of "one SQL function on one message": the message id, the acting
+/// user and, on the thread-scoped routes, the thread.
+fn message_call(
     caller: &Caller,
     p: &HashMap<String, String>,
     q: &Params,
     func: &'static str,
-) -> Result<Response, ApiError> {
+) -> Result<Call, ApiError> {
     let who = caller.identity(None, q.get("author").as_deref())?;
     let (thread, id) = ids(p);
-    let call = Call::new(func)
+    Ok(Call::new(func)
         .text(Some(id))
         .opt_text("actor", who.actor)
-        .opt_text("in_thread", thread);
-    if func == "delete_message" {
-        call.no_content(&st.pool).await
-    } else {
-        call.json_response(&st.pool).await
-    }
+        .opt_text("in_thread", thread))
 }
 
-pub async fn get(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Path(p): Ids,
-    q: Params,
-) -> Result<Response, ApiError> {
-    on_message(&st, &c, &p, &q, "get_message").await
+/// Handlers that are nothing but `message_call` and a way to answer
+/// (`json_response` passes the document through, `no_content` is 204).
+macro_rules! message_routes {
+    ($($(#[$doc:meta])* $name:ident => $func:literal, $answer:ident;)*) => {$(
+        $(#[$doc])*
+        pub async fn $name(
+            State(st): State<AppState>,
+            Extension(c): Extension<Caller>,
+            Path(p): Ids,
+            q: Params,
+        ) -> Result<Response, ApiError> {
+            message_call(&c, &p, &q, $func)?.$answer(&st.pool).await
+        }
+    )*};
 }
 
-pub async fn delete(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Path(p): Ids,
-    q: Params,
-) -> Result<Response, ApiError> {
-    on_message(&st, &c, &p, &q, "delete_message").await
+message_routes! {
+    /// `GET …/messages/{id}`
+    get => "get_message", json_response;
+    /// `DELETE …/messages/{id}` → 204
+    delete => "delete_message", no_content;
+    /// `POST …/messages/{id}/restore`
+    restore => "restore_message", json_response;
+    /// `GET …/messages/{id}/versions`
+    versions => "message_versions", json_response;
+    /// `GET …/messages/{id}/reactions`
+    reactions => "reactions", json_response;
 }
 
-pub async fn restore(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Path(p): Ids,
-    q: Params,
-) -> Result<Response, ApiError> {
-    on_message(&st, &c, &p, &q, "restore_message").await
-}
-
-pub async fn versions(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Path(p): Ids,
-    q: Params,
-) -> Result<Response, ApiError> {
-    on_message(&st, &c, &p, &q, "message_versions").await
-}
-
-pub async fn reactions(
-    State(st): State<AppState>,
-    Extension(c): Extension<Caller>,
-    Path(p): Ids,
-    q: Params,
-) -> Result<Response, ApiError> {
-    on_message(&st, &c, &p, &q, "reactions").await
-}
-
+/// `GET …/messages/{id}/replies?limit=`
 pub async fn replies(
     State(st): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Extension(c): Extension<Caller>,
     Path(p): Ids,
     q: Params,
 ) -> Result<Response, ApiError> {
-    let who = caller.identity(None, q.get("author").as_deref())?;
-    let (thread, id) = ids(&p);
-    Call::new("replies")
-        .text(Some(id))
+    message_call(&c, &p, &q, "replies")?
         .opt_int("lim", q.int("limit")?)
-        .opt_text("actor", who.actor)
-        .opt_text("in_thread", thread)
         .json_response(&st.pool)
         .await
 }
