@@ -1,17 +1,35 @@
--- Timeline clustering by compaction.
+-- Timeline clustering by compaction into chunks.
 --
 -- Appends from many threads arrive interleaved, so in a plain heap a page of
--- 50 older messages of one thread sits on ~50 different heap pages. Compaction
--- rewrites each thread's closed stretch of timeline -- messages older than
--- `min_age` that were not compacted yet -- as one run: the rows are deleted
--- and re-inserted in seq order in the same statement, so they land next to
--- each other in whatever free space the heap hands out. After it, a history
--- page is a handful of heap pages. Row identity (thread, seq, id) and every
--- column stay the same; readers never see a gap (MVCC), appends never wait
--- (no row they touch is locked), and a crash rolls a batch back whole.
+-- 50 older messages of one thread sits on ~50 different heap pages, and even
+-- rows rewritten in thread order need 6-7 pages for 50 messages of ~900 bytes
+-- (PostgreSQL compresses only rows over ~2 kB). Compaction therefore copies
+-- each thread's closed stretch of timeline -- messages older than `min_age`
+-- that were not compacted yet -- into chunks: arrays of message rows in seq
+-- order, each sized to fit one heap page once lz4-compressed. A history page
+-- then reads an index probe and a few chunks.
+--
+-- The messages table stays the source of truth (lookups by id, replies,
+-- versions, edits all use it); chunks are a copy kept exact in the same
+-- transaction as any change (trigger below), so readers never see stale
+-- data. Compaction only inserts chunks: appends never wait for it, readers
+-- never block (MVCC), and a crash rolls a batch back whole.
 
--- Rewriting a thread's rows (compaction, key rotation) is one at a time per
--- thread, for the rest of the transaction.
+-- Chunk sizing: raw bytes per chunk (about half a page after compression for
+-- typical text), and a cap on messages per chunk that range probes rely on.
+CREATE FUNCTION progressdb._chunk_raw_bytes() RETURNS integer
+LANGUAGE sql IMMUTABLE AS 'SELECT 14000';
+CREATE FUNCTION progressdb._chunk_max_messages() RETURNS integer
+LANGUAGE sql IMMUTABLE AS 'SELECT 128';
+-- Above this compressed size a chunk would be moved to TOAST (a heap tuple
+-- holds ~8,100 bytes of data); such a chunk is split.
+CREATE FUNCTION progressdb._chunk_max_stored() RETURNS integer
+LANGUAGE sql IMMUTABLE AS 'SELECT 8000';
+
+-- Rewriting or chunking a thread's rows (compaction, key rotation) is one at
+-- a time per thread, for the rest of the transaction. Changes to single
+-- messages take the same lock shared, before their row lock, so a chunk is
+-- never built from a snapshot that misses a change in flight.
 CREATE FUNCTION progressdb._try_lock_thread_storage(thread_id text) RETURNS boolean
 LANGUAGE sql AS $$
     SELECT pg_try_advisory_xact_lock(hashtext('progressdb.storage'), hashtext(thread_id))
@@ -22,6 +40,51 @@ LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock(hashtext('progressdb.storage'), hashtext(thread_id))
 $$;
 
+CREATE FUNCTION progressdb._share_thread_storage(thread_id text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock_shared(hashtext('progressdb.storage'), hashtext(thread_id))
+$$;
+
+-- Writes chunks for messages lo..hi of a thread, cut every `budget` raw
+-- bytes (and at most _chunk_max_messages() messages); a chunk that still
+-- does not fit a page compressed (poorly compressible bodies, e.g. sealed
+-- ones) is rewritten as chunks of half the budget. Returns the number of
+-- messages chunked.
+CREATE FUNCTION progressdb._chunk_range(thread_id text, lo bigint, hi bigint, budget integer)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    floor_bytes constant integer := greatest(1, budget / progressdb._chunk_max_messages());
+    n bigint;
+    big record;
+BEGIN
+    WITH sized AS (
+        SELECT m AS msg, m.seq,
+               sum(greatest(pg_column_size(m), floor_bytes)) OVER (ORDER BY m.seq)
+                 - greatest(pg_column_size(m), floor_bytes) AS bytes_before
+          FROM progressdb.messages m
+         WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi),
+    written AS (
+        INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, msgs)
+        SELECT thread_id, min(s.seq), max(s.seq), array_agg(s.msg ORDER BY s.seq)
+          FROM sized s
+         GROUP BY s.bytes_before / budget
+        RETURNING cardinality(msgs) AS k)
+    SELECT coalesce(sum(k), 0) INTO n FROM written;
+
+    FOR big IN
+        SELECT c.first_seq, c.last_seq FROM progressdb.message_chunks c
+         WHERE c.thread = thread_id AND c.first_seq BETWEEN lo AND hi
+           AND c.last_seq > c.first_seq AND pg_column_size(c.msgs) > progressdb._chunk_max_stored()
+    LOOP
+        DELETE FROM progressdb.message_chunks c
+         WHERE c.thread = thread_id AND c.first_seq = big.first_seq AND c.last_seq = big.last_seq;
+        PERFORM progressdb._chunk_range(thread_id, big.first_seq, big.last_seq, budget / 2);
+    END LOOP;
+    RETURN n;
+END
+$$;
+
 CREATE FUNCTION progressdb.compact(max_threads integer DEFAULT 100, min_run integer DEFAULT 32,
                                    min_age interval DEFAULT '1 minute')
 RETURNS jsonb
@@ -30,7 +93,6 @@ DECLARE
     cutoff bigint := progressdb.now_ns() - (extract(epoch FROM min_age) * 1e9)::bigint;
     t record;
     hi bigint;
-    moved bigint;
     n_threads integer := 0;
     n_messages bigint := 0;
 BEGIN
@@ -50,26 +112,100 @@ BEGIN
          WHERE m.thread = t.id AND m.seq > t.done AND m.ts < cutoff
          ORDER BY m.seq DESC LIMIT 1;
         CONTINUE WHEN hi IS NULL OR hi - t.done < min_run;
-        -- A key rotation or another compactor busy with this thread: skip it
-        -- this round rather than wait.
+        -- A key rotation, another compactor or a change to one of its
+        -- messages busy with this thread: skip it this round rather than wait.
         CONTINUE WHEN NOT progressdb._try_lock_thread_storage(t.id);
         INSERT INTO progressdb.compaction_state AS cs (thread, compacted_seq) VALUES (t.id, 0)
         ON CONFLICT ON CONSTRAINT compaction_state_pkey DO NOTHING;
         SELECT cs.compacted_seq INTO t.done FROM progressdb.compaction_state cs WHERE cs.thread = t.id;
         CONTINUE WHEN hi - t.done < min_run;
 
-        WITH gone AS (
-            DELETE FROM progressdb.messages m
-             WHERE m.thread = t.id AND m.seq > t.done AND m.seq <= hi
-            RETURNING m.*)
-        INSERT INTO progressdb.messages SELECT * FROM gone ORDER BY gone.seq;
-        GET DIAGNOSTICS moved = ROW_COUNT;
-
+        n_messages := n_messages + progressdb._chunk_range(t.id, t.done + 1, hi, progressdb._chunk_raw_bytes());
         UPDATE progressdb.compaction_state cs SET compacted_seq = hi
          WHERE cs.thread = t.id AND cs.compacted_seq < hi;
         n_threads := n_threads + 1;
-        n_messages := n_messages + moved;
     END LOOP;
     RETURN jsonb_build_object('threads', n_threads, 'messages', n_messages);
+END
+$$;
+
+-- Keeps chunks exact: any UPDATE or DELETE of chunked messages rewrites the
+-- chunks holding them from the messages table, in the same transaction.
+-- (Appends never land in a chunk: a chunk only holds seqs that existed.)
+CREATE FUNCTION progressdb._refresh_chunks() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+BEGIN
+    -- Waits for a compaction of the thread that began before this change.
+    PERFORM progressdb._share_thread_storage(x.thread) FROM (SELECT DISTINCT thread FROM changed) x;
+    FOR c IN
+        SELECT DISTINCT ch.thread, ch.first_seq, ch.last_seq
+          FROM changed x
+          JOIN progressdb.message_chunks ch
+            ON ch.thread = x.thread AND ch.first_seq <= x.seq
+           AND ch.first_seq > x.seq - progressdb._chunk_max_messages() AND ch.last_seq >= x.seq
+         ORDER BY 1, 2
+    LOOP
+        -- Lock first: the rewrite below then reads the messages with a
+        -- snapshot that includes a concurrent rewriter's committed change.
+        PERFORM 1 FROM progressdb.message_chunks ch
+         WHERE ch.thread = c.thread AND ch.first_seq = c.first_seq AND ch.last_seq = c.last_seq
+           FOR UPDATE;
+        UPDATE progressdb.message_chunks ch
+           SET msgs = coalesce((SELECT array_agg(m ORDER BY m.seq) FROM progressdb.messages m
+                                 WHERE m.thread = c.thread AND m.seq BETWEEN c.first_seq AND c.last_seq),
+                               '{}')
+         WHERE ch.thread = c.thread AND ch.first_seq = c.first_seq AND ch.last_seq = c.last_seq;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER messages_refresh_chunks_on_update AFTER UPDATE ON progressdb.messages
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION progressdb._refresh_chunks();
+CREATE TRIGGER messages_refresh_chunks_on_delete AFTER DELETE ON progressdb.messages
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION progressdb._refresh_chunks();
+
+-- History page: up to `p_lim` messages just older than seq `p_before`,
+-- newest first. Served from chunks when the chunks hold the messages just
+-- below p_before (they tile 1..compacted_seq); otherwise, or on any gap,
+-- the same page from the messages table.
+CREATE FUNCTION progressdb._page_before(p_thread text, p_before bigint, p_lim integer,
+                                        p_include_deleted boolean)
+RETURNS SETOF progressdb.messages
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    span bigint := p_lim;   -- how many seqs below p_before to look at
+    c record;
+    page progressdb.messages[];
+    want bigint;            -- the last seq the next chunk down must end at
+BEGIN
+    LOOP
+        page := '{}';
+        want := p_before - 1;
+        FOR c IN
+            SELECT ch.first_seq, ch.last_seq, ch.msgs FROM progressdb.message_chunks ch
+             WHERE ch.thread = p_thread AND ch.first_seq < p_before
+               AND ch.first_seq > p_before - span - progressdb._chunk_max_messages()
+               AND ch.last_seq >= p_before - span
+             ORDER BY ch.first_seq DESC
+        LOOP
+            EXIT WHEN c.last_seq < want;   -- a gap: stop, checked below
+            page := page || ARRAY(SELECT u FROM unnest(c.msgs) u
+                                   WHERE u.seq < p_before AND (p_include_deleted OR u.deleted_ts IS NULL)
+                                   ORDER BY u.seq DESC);
+            want := c.first_seq - 1;
+            EXIT WHEN cardinality(page) >= p_lim;
+        END LOOP;
+        IF want = p_before - 1 OR (cardinality(page) < p_lim AND want >= 1 AND want >= p_before - span) THEN
+            -- Not chunked here (or a gap): the messages table has it all.
+            RETURN QUERY SELECT * FROM progressdb._page_older(p_thread, p_before, p_lim, p_include_deleted);
+            RETURN;
+        END IF;
+        EXIT WHEN cardinality(page) >= p_lim OR want < 1;
+        span := span * 4;   -- deleted messages thinned the page: look further down
+    END LOOP;
+    RETURN QUERY SELECT * FROM unnest(page[1:p_lim]);
 END
 $$;

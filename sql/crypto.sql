@@ -21,8 +21,8 @@ BEGIN
     IF t.dek_id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('thread %s is not encrypted', t.id);
     END IF;
-    -- Not while compaction moves this thread's rows (it would move rows
-    -- from under the re-encryption batches).
+    -- Waits for a compaction or a single-message change of this thread in
+    -- flight (compaction.sql); each batch below rewrites the thread's chunks.
     PERFORM progressdb._lock_thread_storage(t.id);
     new_dek := progressdb._create_dek(t.id);
     -- New messages use the new key from here on (this row lock also makes

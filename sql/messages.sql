@@ -26,23 +26,23 @@ BEGIN
 END
 $$;
 
--- Locks a message row for a change and returns its current contents.
--- Compaction may have moved the row (same key, new tuple) while we waited for
--- its lock; then the next statement's snapshot finds it again.
+-- Locks a message row for a change and returns its current contents. The
+-- thread's storage lock is taken shared first (see compaction.sql), always
+-- before the row lock, so a change and a compaction or key rotation of the
+-- thread never wait for each other in a cycle.
 CREATE FUNCTION progressdb._lock_message(m progressdb.messages) RETURNS progressdb.messages
 LANGUAGE plpgsql AS $$
 DECLARE
     locked progressdb.messages;
 BEGIN
-    FOR attempt IN 1..5 LOOP
-        SELECT * INTO locked FROM progressdb.messages mm
-         WHERE mm.thread = m.thread AND mm.seq = m.seq
-           FOR UPDATE;
-        IF FOUND THEN
-            RETURN locked;
-        END IF;
-    END LOOP;
-    RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('message %s not found', m.id);
+    PERFORM progressdb._share_thread_storage(m.thread);
+    SELECT * INTO locked FROM progressdb.messages mm
+     WHERE mm.thread = m.thread AND mm.seq = m.seq
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('message %s not found', m.id);
+    END IF;
+    RETURN locked;
 END
 $$;
 
@@ -213,11 +213,17 @@ BEGIN
     IF before IS NOT NULL THEN
         b_seq := progressdb._cursor_seq(t.id, before, 'before');
     END IF;
-    IF after IS NULL THEN
-        -- No cursor: the newest page; `before`: the page just older than it.
+    IF before IS NULL AND after IS NULL THEN
+        -- No cursor: the newest page, an index range scan of the messages.
         SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
           INTO msgs, lo, hi
           FROM progressdb._page_older(t.id, b_seq, lim, inc) p;
+    ELSIF after IS NULL THEN
+        -- `before`: the page just older than it, from timeline chunks when
+        -- compacted (compaction.sql).
+        SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
+          INTO msgs, lo, hi
+          FROM progressdb._page_before(t.id, b_seq, lim, inc) p;
     ELSE
         a_seq := progressdb._cursor_seq(t.id, after, 'after');
         SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)

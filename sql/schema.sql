@@ -58,22 +58,43 @@ CREATE INDEX messages_id_idx ON progressdb.messages (id);
 CREATE INDEX messages_reply_idx ON progressdb.messages (thread, reply_to, seq)
     WHERE reply_to IS NOT NULL;
 
--- Timeline clustering (see compaction.sql) wants message rows inline in heap
--- pages: a body that makes its row exceed the TOAST threshold (~2 kB) is
--- compressed in place (lz4) and moved out of line only when it cannot fit a
--- page even then, so timeline pages need no TOAST lookups.
+-- Message rows stay inline in heap pages: a body that makes its row exceed
+-- the TOAST threshold (~2 kB) is compressed in place (lz4) and moved out of
+-- line only when it cannot fit a page even then, so timeline pages need no
+-- TOAST lookups.
 ALTER TABLE progressdb.messages ALTER COLUMN body SET STORAGE MAIN;
 ALTER TABLE progressdb.messages ALTER COLUMN body SET COMPRESSION lz4;
 ALTER TABLE progressdb.messages ALTER COLUMN body_enc SET STORAGE MAIN;
 
--- How far each thread's timeline has been compacted (rewritten in thread
--- order). Kept apart from threads so compaction never locks a row that
--- appends update.
+-- How far each thread's timeline has been compacted into chunks: the chunks
+-- of a thread tile seqs 1..compacted_seq. Kept apart from threads so
+-- compaction never locks a row that appends update.
 CREATE TABLE progressdb.compaction_state (
     thread         text   NOT NULL,
     compacted_seq  bigint NOT NULL,
     CONSTRAINT compaction_state_pkey PRIMARY KEY (thread)
 );
+
+-- Timeline chunks (see compaction.sql): a compressed copy of a closed stretch
+-- of one thread's messages, rows as stored (encrypted bodies stay sealed), in
+-- seq order. A chunk is sized to fit one heap page once compressed, so a
+-- history page of 50 reads a few chunks instead of ~50 scattered rows. The
+-- messages table stays the source of truth; a change to a chunked message
+-- rewrites its chunk in the same transaction (trigger in compaction.sql).
+CREATE TABLE progressdb.message_chunks (
+    thread     text   NOT NULL,
+    first_seq  bigint NOT NULL,
+    last_seq   bigint NOT NULL,
+    msgs       progressdb.messages[] NOT NULL,
+    -- last_seq is a key column so that range probes test it in the index,
+    -- without visiting chunks that do not overlap.
+    CONSTRAINT message_chunks_pkey PRIMARY KEY (thread, first_seq, last_seq),
+    CONSTRAINT message_chunks_range CHECK (first_seq BETWEEN 1 AND last_seq)
+);
+-- Compressed in place and kept in the heap page (MAIN), never in TOAST
+-- unless a chunk cannot fit a page even compressed.
+ALTER TABLE progressdb.message_chunks ALTER COLUMN msgs SET STORAGE MAIN;
+ALTER TABLE progressdb.message_chunks ALTER COLUMN msgs SET COMPRESSION lz4;
 
 -- Earlier contents of a message; the current content stays in messages.
 CREATE TABLE progressdb.message_versions (
@@ -105,6 +126,7 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.message_versions', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_number_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.compaction_state', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.message_chunks', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.dek_id_seq', '');
 
 

@@ -90,18 +90,8 @@ mod tests {
     use crate::testing::{assert_fails, json, run};
     use pgrx::prelude::*;
 
-    /// Distinct heap pages holding messages lo..=hi of a thread.
-    fn pages(thread: &str, lo: i64, hi: i64) -> i64 {
-        Spi::get_one::<i64>(&format!(
-            "SELECT count(DISTINCT (ctid::text::point)[0]) FROM progressdb.messages
-              WHERE thread = '{thread}' AND seq BETWEEN {lo} AND {hi}"
-        ))
-        .unwrap()
-        .unwrap()
-    }
-
     fn interleave(threads: i32, per_thread: i32) {
-        // ~300 byte bodies from 40 threads in turn: each thread's rows scatter.
+        // ~300 byte bodies from the threads in turn: each thread's rows scatter.
         run(&format!(
             "SELECT progressdb.post_message('t' || (i % {threads}), 'alice',
                       jsonb_build_object('text', repeat(md5(i::text), 9), 'i', i))
@@ -110,8 +100,53 @@ mod tests {
         ));
     }
 
+    /// A page just older than seq `before`, as full rows, read by `func`
+    /// (`_page_before`: chunks when compacted; `_page_older`: the messages table).
+    fn page(func: &str, thread: &str, before: i64, lim: i32, deleted: bool) -> serde_json::Value {
+        json(&format!(
+            "SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.seq), '[]')
+               FROM progressdb.{func}('{thread}', {before}, {lim}, {deleted}) p"
+        ))
+    }
+
+    /// Pages from chunks equal pages from the messages table, at every cursor.
+    fn assert_pages_match(thread: &str, last: i64) {
+        for before in (2..=last + 1).step_by(7) {
+            for deleted in [false, true] {
+                assert_eq!(
+                    page("_page_before", thread, before, 50, deleted),
+                    page("_page_older", thread, before, 50, deleted),
+                    "{thread} before {before} include_deleted {deleted}"
+                );
+            }
+        }
+    }
+
+    /// Shared buffers (hit + read) one history page touches, after a first
+    /// call that plans the function's statements (catalog reads).
+    fn page_buffers(thread: &str, before: i64) -> i64 {
+        let q = format!("SELECT * FROM progressdb._page_before('{thread}', {before}, 50, false)");
+        run(&q);
+        let plan =
+            Spi::get_one::<pgrx::Json>(&format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {q}"))
+                .unwrap()
+                .unwrap()
+                .0;
+        let p = &plan[0]["Plan"];
+        p["Shared Hit Blocks"].as_i64().unwrap() + p["Shared Read Blocks"].as_i64().unwrap()
+    }
+
+    fn chunked_seqs(thread: &str) -> i64 {
+        Spi::get_one::<i64>(&format!(
+            "SELECT coalesce(sum(last_seq - first_seq + 1), 0)::bigint
+               FROM progressdb.message_chunks WHERE thread = '{thread}'"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
     #[pg_test]
-    fn compaction_puts_a_threads_history_on_few_pages_and_changes_nothing_visible() {
+    fn compaction_chunks_a_threads_history_into_few_buffers_and_changes_nothing_visible() {
         interleave(40, 100);
         let m = json("SELECT progressdb.list_messages('t5', 3)");
         let id = m["messages"][0]["id"].as_str().unwrap().to_string();
@@ -122,35 +157,40 @@ mod tests {
             "SELECT progressdb.add_reaction('{id}', 'bob', 'x')"
         ));
         let snapshot = format!(
-            "SELECT jsonb_build_object('page', progressdb.list_messages('t5', 1000, include_deleted => true),
-                                       'versions', progressdb.message_versions('{id}'))"
+            "SELECT jsonb_build_object(
+                'all', progressdb.list_messages('t5', 1000, include_deleted => true),
+                'older', progressdb.list_messages('t5', 50, before =>
+                    (SELECT id FROM progressdb.messages WHERE thread = 't5' AND seq = 60)),
+                'versions', progressdb.message_versions('{id}'))"
         );
         let before = json(&snapshot);
-        let scattered = pages("t5", 1, 50);
+        let scattered = page_buffers("t5", 90);
         assert!(
             scattered >= 40,
-            "interleaved appends scatter a thread: {scattered} pages"
+            "interleaved appends scatter a thread: {scattered} buffers per page"
         );
 
         let r = json("SELECT progressdb.compact(min_age => '0')");
         assert_eq!(r["threads"], 40, "{r}");
         assert_eq!(r["messages"], 4000, "{r}");
-        let clustered = pages("t5", 1, 50);
-        // 50 rows of ~400 bytes fit on 3 pages; allow the run's first page to be shared.
+        assert_eq!(chunked_seqs("t5"), 100, "chunks tile the thread");
+        let clustered = page_buffers("t5", 90);
         assert!(
-            clustered <= 4,
-            "after compaction: {clustered} pages (before {scattered})"
+            clustered <= 8,
+            "after compaction: {clustered} buffers per page (before {scattered})"
         );
         assert_eq!(
             json(&snapshot),
             before,
             "compaction changes no visible data"
         );
+        assert_pages_match("t5", 100);
 
         // Nothing left to do until more messages arrive.
         let again = json("SELECT progressdb.compact(min_age => '0')");
         assert_eq!(again["threads"], 0, "{again}");
-        // The timeline goes on after compaction.
+        // The timeline goes on after compaction; pages straddling the
+        // compacted end come from the messages table.
         let next = json("SELECT progressdb.post_message('t5', 'alice', '{}')");
         let seq = Spi::get_one::<i64>(&format!(
             "SELECT seq FROM progressdb.messages WHERE id = '{}'",
@@ -158,6 +198,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(seq, Some(101));
+        assert_pages_match("t5", 101);
         run(&format!(
             "SELECT progressdb.edit_message('{id}', '{{\"text\":\"after\"}}')"
         ));
@@ -168,6 +209,52 @@ mod tests {
                 .len(),
             3
         );
+    }
+
+    #[pg_test]
+    fn changes_to_chunked_messages_show_in_history_pages() {
+        interleave(4, 300);
+        run("SELECT progressdb.compact(min_age => '0')");
+        assert_eq!(chunked_seqs("t1"), 300);
+        let ids = |lo: i64, hi: i64| {
+            format!("SELECT id FROM progressdb.messages WHERE thread = 't1' AND seq BETWEEN {lo} AND {hi}")
+        };
+        // An edit, a reaction, a restore, and a run of 80 deletions that
+        // thins pages below what the first chunk probe covers.
+        run(&format!(
+            "SELECT progressdb.edit_message(id, '{{\"text\":\"new words\"}}') FROM ({}) x",
+            ids(10, 10)
+        ));
+        run(&format!(
+            "SELECT progressdb.add_reaction(id, 'bob', ':)') FROM ({}) x",
+            ids(20, 20)
+        ));
+        run(&format!(
+            "SELECT progressdb.delete_message(id) FROM ({}) x",
+            ids(100, 179)
+        ));
+        run(&format!(
+            "SELECT progressdb.restore_message(id) FROM ({}) x",
+            ids(150, 150)
+        ));
+        assert_pages_match("t1", 300);
+        let p = page("_page_before", "t1", 200, 50, false);
+        let seqs: Vec<i64> = p
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs.len(), 50);
+        assert_eq!(seqs[49], 199);
+        assert!(seqs.contains(&150) && !seqs.contains(&151), "{seqs:?}");
+        let edited = page("_page_before", "t1", 11, 1, false);
+        assert_eq!(edited[0]["body"]["text"], "new words");
+        assert_eq!(edited[0]["version"], 2);
+        // A plain SQL change is kept in the chunks too.
+        run("UPDATE progressdb.messages SET role = 'system' WHERE thread = 't1' AND seq = 5");
+        assert_eq!(page("_page_before", "t1", 6, 1, false)[0]["role"], "system");
+        assert_pages_match("t1", 300);
     }
 
     #[pg_test]
@@ -187,19 +274,48 @@ mod tests {
     }
 
     #[pg_test]
-    fn compaction_keeps_encrypted_bodies_readable() {
+    fn sealed_chunks_fit_a_page_and_follow_a_key_rotation() {
         run("SELECT progressdb.create_thread('alice', 'S', 'vault', encrypted => true)");
+        // Sealed bodies barely compress: chunks are split until they fit a page.
         run("SELECT progressdb.post_message(CASE WHEN i % 2 = 0 THEN 'vault' ELSE 'plain' END, 'alice',
-                                            jsonb_build_object('text', 'secret ' || i))
+                                            jsonb_build_object('text', 'secret ' || i || repeat(md5(i::text), 40)))
                FROM generate_series(1, 200) i");
         let before = json("SELECT progressdb.list_messages('vault', 1000)");
         let r = json("SELECT progressdb.compact(min_age => '0')");
         assert_eq!(r["threads"], 2, "{r}");
+        assert_eq!(chunked_seqs("vault"), 100);
+        let biggest = Spi::get_one::<i32>(
+            "SELECT max(pg_column_size(msgs)) FROM progressdb.message_chunks WHERE thread = 'vault'",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            biggest <= 8000,
+            "a chunk of {biggest} bytes would go to TOAST"
+        );
         assert_eq!(
             json("SELECT progressdb.list_messages('vault', 1000)"),
             before
         );
+        assert_pages_match("vault", 100);
+
         let rot = json("SELECT progressdb.rotate_thread_key('vault')");
         assert_eq!(rot["messages"], 100);
+        let stale = Spi::get_one::<i64>(
+            "SELECT count(*) FROM progressdb.message_chunks c, unnest(c.msgs) u, progressdb.threads t
+              WHERE c.thread = 'vault' AND t.id = 'vault'
+                AND u.body_enc NOT LIKE 'pdb1:' || t.dek_id || ':%'",
+        )
+        .unwrap();
+        assert_eq!(
+            stale,
+            Some(0),
+            "chunks hold the bodies sealed with the new key"
+        );
+        assert_pages_match("vault", 100);
+        assert_eq!(
+            json("SELECT progressdb.list_messages('vault', 1000)"),
+            before
+        );
     }
 }

@@ -119,3 +119,109 @@ async fn appends_to_other_threads_do_not_wait_for_an_open_append() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "1,2,3");
 }
+
+/// Bodies of the 40 messages of thread `chat` just older than seq `before`,
+/// as served (from timeline chunks once compacted).
+async fn history_texts(c: &tokio_postgres::Client, before: i64) -> Vec<String> {
+    let page = call(
+        c,
+        "SELECT progressdb.list_messages('chat', 40, before =>
+            (SELECT id FROM progressdb.messages WHERE thread = 'chat' AND seq = $1))::text",
+        &[&before],
+    )
+    .await;
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"]["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn edits_racing_compaction_are_never_lost_from_chunks() {
+    let tc = TestCluster::start("race");
+    let setup = tc.connect("postgres").await;
+    setup
+        .batch_execute(
+            "SELECT progressdb.post_message('chat', 'alice', jsonb_build_object('text', 'm' || i))
+               FROM generate_series(1, 60) i",
+        )
+        .await
+        .unwrap();
+    let msg = |seq: i32| {
+        format!("(SELECT id FROM progressdb.messages WHERE thread = 'chat' AND seq = {seq})")
+    };
+
+    // 1. An edit in flight: compaction skips the thread instead of chunking
+    //    the old body, and chunks it with the edit once it has committed.
+    let editor = tc.connect("postgres").await;
+    editor.batch_execute("BEGIN").await.unwrap();
+    editor
+        .batch_execute(&format!(
+            "SELECT progressdb.edit_message({}, '{{\"text\":\"first edit\"}}')",
+            msg(3)
+        ))
+        .await
+        .unwrap();
+    let r = call(
+        &setup,
+        "SELECT progressdb.compact(min_age => '0')::text",
+        &[],
+    )
+    .await;
+    assert_eq!(r["threads"], 0, "thread busy with an edit is skipped: {r}");
+    editor.batch_execute("COMMIT").await.unwrap();
+    let r = call(
+        &setup,
+        "SELECT progressdb.compact(min_age => '0')::text",
+        &[],
+    )
+    .await;
+    assert_eq!(r["threads"], 1, "{r}");
+    assert_eq!(history_texts(&setup, 41).await[2], "first edit");
+
+    // 2. An edit of a message that an open compaction is chunking: the edit
+    //    waits for the compaction, then rewrites the new chunk.
+    setup
+        .batch_execute(
+            "SELECT progressdb.post_message('chat', 'alice', jsonb_build_object('text', 'n' || i))
+               FROM generate_series(1, 40) i",
+        )
+        .await
+        .unwrap();
+    let compactor = tc.connect("postgres").await;
+    compactor.batch_execute("BEGIN").await.unwrap();
+    let r = call(
+        &compactor,
+        "SELECT progressdb.compact(min_age => '0')::text",
+        &[],
+    )
+    .await;
+    assert_eq!(r["messages"], 40, "{r}");
+    let edit = tokio::spawn(async move {
+        editor
+            .batch_execute(&format!(
+                "SELECT progressdb.edit_message({}, '{{\"text\":\"second edit\"}}')",
+                msg(70)
+            ))
+            .await
+            .unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    compactor.batch_execute("COMMIT").await.unwrap();
+    edit.await.unwrap();
+    assert_eq!(history_texts(&setup, 41).await[2], "first edit");
+    let texts = history_texts(&setup, 101).await;
+    assert_eq!(texts[9], "second edit", "seq 70 in the page of 61..100");
+    assert_eq!(texts[10], "n11");
+    let chunked: i64 = setup
+        .query_one(
+            "SELECT sum(last_seq - first_seq + 1)::bigint FROM progressdb.message_chunks WHERE thread = 'chat'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(chunked, 100, "the chunks tile the thread");
+}

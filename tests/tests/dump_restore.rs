@@ -45,7 +45,25 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
     .await
     .unwrap();
 
+    // Part of the history is compacted into timeline chunks, which are dumped too.
+    c.execute(
+        "SELECT progressdb.compact(min_run => 5, min_age => '0')",
+        &[],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT progressdb.post_message('support', 'alice', '{\"text\":\"after compaction\"}')",
+        &[],
+    )
+    .await
+    .unwrap();
+
     let snapshot = "SELECT jsonb_build_object(
+            'chunks', (SELECT jsonb_agg(jsonb_build_array(thread, first_seq, last_seq, cardinality(msgs))
+                                        ORDER BY thread, first_seq) FROM progressdb.message_chunks),
+            'older', progressdb.list_messages('general', 5, before =>
+                       (SELECT id FROM progressdb.messages WHERE thread = 'general' AND seq = 20)),
             'threads', progressdb.list_threads(NULL),
             'general', progressdb.list_messages('general', 1000, include_deleted => true),
             'support', progressdb.list_messages('support', 1000, include_deleted => true),
@@ -58,9 +76,10 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
     let r = tc.connect("restored").await;
     let after = call(&r, snapshot, &[&ids[0]]).await;
     assert_eq!(before, after);
+    assert_eq!(after["chunks"].as_array().map(Vec::len), Some(2), "{after}");
     assert_eq!(
-        after["stats"]["messages"], 40,
-        "40 live messages + 1 reply - 1 deleted"
+        after["stats"]["messages"], 41,
+        "40 live messages + 1 reply + 1 after compaction - 1 deleted"
     );
 
     // Counters came along: the next append continues the timeline.
