@@ -254,6 +254,11 @@ run psql_db -f "$BENCH_DIR/sql/helpers.sql" > "$RAW/helpers.log" 2>&1 || die "he
 meta generate_s "$(elapsed "$t0" "$(now)")"
 log "dataset ready in $(elapsed "$t0" "$(now)") s: $(cat "$RAW/dataset.json")"
 
+# progressdb's storage: messages, threads and timeline chunks (when the
+# extension has them), tables + indexes + TOAST.
+PDB_SIZE_SQL="SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class c
+  WHERE c.oid IN (to_regclass('progressdb.messages'), to_regclass('progressdb.threads'), to_regclass('progressdb.message_chunks'))"
+
 load() { # target sqlfile method
   local target=$1 file=$2 method=$3 t0 t1 secs size
   log "loading $target ($method)"
@@ -261,7 +266,7 @@ load() { # target sqlfile method
   if run psql_db -v batch="$BATCH" -f "$BENCH_DIR/sql/$file" > "$RAW/load-$target.log" 2>&1; then
     t1=$(now); secs=$(elapsed "$t0" "$t1")
     case $target in
-      progressdb) size=$(psql_db -At -c "SELECT pg_size_pretty(pg_total_relation_size('progressdb.messages') + pg_total_relation_size('progressdb.threads'))") ;;
+      progressdb) size=$(psql_db -At -c "$PDB_SIZE_SQL") ;;
       naive) size=$(psql_db -At -c "SELECT pg_size_pretty(pg_total_relation_size('bench.naive_messages'))") ;;
       langchain) size=$(psql_db -At -c "SELECT pg_size_pretty(pg_total_relation_size('bench.langchain_history'))") ;;
     esac
@@ -327,10 +332,16 @@ if [ "$COMPACT" != no ] && [ "$HAS_COMPACT" = 1 ]; then
   done
   secs=$(elapsed "$t0" "$(now)")
   if [ "$cstatus" = ok ]; then
-    run psql_db -c "VACUUM ANALYZE progressdb.messages" -c "CHECKPOINT" > /dev/null
+    run psql_db -c "VACUUM ANALYZE progressdb.messages" -c "VACUUM ANALYZE progressdb.message_chunks" -c "CHECKPOINT" > /dev/null
+    chunks=$(psql_db -At -F ' ' -c "SELECT count(*), round(avg(cardinality(msgs)), 1), round(avg(pg_column_size(msgs))),
+        count(*) FILTER (WHERE pg_column_size(msgs) > 8000),
+        pg_size_pretty(pg_total_relation_size('progressdb.message_chunks'))
+      FROM progressdb.message_chunks")
+    read -r n_chunks per_chunk chunk_bytes chunks_toasted chunks_size <<< "$chunks"
     rec scenario=compaction target=progressdb status=ok seconds="$secs" messages="$moved" calls="$rounds" \
-      size="$(psql_db -At -c "SELECT pg_size_pretty(pg_total_relation_size('progressdb.messages') + pg_total_relation_size('progressdb.threads'))")"
-    meta storage "compacted: progressdb.compact() moved $moved messages in $secs s before the read scenarios"
+      size="$(psql_db -At -c "$PDB_SIZE_SQL")" chunks="$n_chunks" messages_per_chunk="$per_chunk" \
+      chunk_stored_bytes="$chunk_bytes" chunks_over_8000_bytes="$chunks_toasted" chunks_size="$chunks_size"
+    meta storage "compacted: progressdb.compact() put $moved messages into $n_chunks timeline chunks in $secs s before the read scenarios"
   else
     rec scenario=compaction target=progressdb status=failed error="$(tail -3 "$RAW/compact.err" | tr '\n' ' ')"
     meta storage "as loaded (compaction failed)"

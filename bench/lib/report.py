@@ -462,7 +462,9 @@ def write_md(path, recs, meta, derived, png_name):
     L.append("")
     L.append("`EXPLAIN (ANALYZE, BUFFERS)` of the page query (shared hit + read, execution only) over the first "
              f"{m.get('buffer_samples')} history cursors (random busy threads), warm. For progressdb the query is "
-             "`SELECT * FROM progressdb._page_older(thread, seq, 50, false)` — the scan `list_messages` runs; "
+             "the page read `list_messages` runs: `SELECT * FROM progressdb._page_before(thread, seq, 50, false)` "
+             "for a history page (timeline chunks once compacted, else the messages table) and "
+             "`progressdb._page_older(thread, max, 50, false)` (index range scan of the messages) for the newest page; "
              "the whole `list_messages` call (thread lookup, cursor lookup, has_before/has_after probes, JSON) "
              "is shown for reference.")
     L.append("")
@@ -470,10 +472,13 @@ def write_md(path, recs, meta, derived, png_name):
     if comp is not None:
         if ok(comp):
             L.append(f"Timeline clustering: the rows marked *as loaded* were measured before compaction; then "
-                     f"`progressdb.compact(max_threads => 500, min_age => '0')` moved {fmt(comp.get('messages'))} "
-                     f"messages in {fmt(comp.get('seconds'))} s ({comp.get('calls')} calls; table + indexes "
-                     f"afterwards {comp.get('size')}), followed by `VACUUM ANALYZE`. Every other progressdb number "
-                     "on this page (buffers and throughput) is on the compacted storage.")
+                     f"`progressdb.compact(max_threads => 500, min_age => '0')` copied {fmt(comp.get('messages'))} "
+                     f"messages into {fmt(comp.get('chunks'))} timeline chunks in {fmt(comp.get('seconds'))} s "
+                     f"({comp.get('calls')} calls), followed by `VACUUM ANALYZE`. Chunks: "
+                     f"{comp.get('messages_per_chunk')} messages and {fmt(comp.get('chunk_stored_bytes'))} bytes "
+                     f"stored (lz4) on average, {comp.get('chunks_over_8000_bytes')} over 8,000 bytes; chunk table "
+                     f"{comp.get('chunks_size')}, progressdb storage in all {comp.get('size')}. Every other "
+                     "progressdb number on this page (buffers and throughput) is on the compacted storage.")
         else:
             L.append(f"Timeline clustering: compaction FAILED ({comp.get('error')}); progressdb numbers are on "
                      "the storage as loaded.")
