@@ -239,6 +239,10 @@ PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres)
 psql_db() { timeout 3600 "${PSQL[@]}" -d bench "$@"; }
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" || die "createdb failed"
 psql_db -c "CREATE EXTENSION progressdb" || die "CREATE EXTENSION progressdb failed"
+# `cargo pgrx test` installs its own debug build with test helpers over the
+# release one; its numbers would mean nothing.
+[ "$(psql_db -At -c "SELECT to_regproc('progressdb.test_sqlstate_of') IS NULL")" = t ] ||
+  die "the installed progressdb is a test build (left by cargo pgrx test); run: cargo pgrx install --release"
 psql_db -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" >/dev/null 2>&1 || true
 meta pg_settings "$(psql_db -At -c "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','synchronous_commit','fsync','full_page_writes','max_wal_size','max_connections','work_mem')")"
 [ "$(psql_db -At -c 'SHOW synchronous_commit')" = on ] || die "synchronous_commit must be on"

@@ -15,16 +15,19 @@
 -- data. Compaction only inserts chunks: appends never wait for it, readers
 -- never block (MVCC), and a crash rolls a batch back whole.
 
--- Chunk sizing: raw bytes per chunk (about half a page after compression for
--- typical text), and a cap on messages per chunk that range probes rely on.
+-- Chunk sizing: a chunk is first cut every ~16 kB of raw rows (at most 128
+-- messages, a cap range probes rely on). Text compresses about 2x, so most
+-- chunks come out just under a page; one that does not fit (a heap tuple
+-- holds ~8,100 bytes of data; beyond that it would go to TOAST) is cut again
+-- with the budget scaled down by its overshoot, aiming at 7,600 bytes.
 CREATE FUNCTION progressdb._chunk_raw_bytes() RETURNS integer
-LANGUAGE sql IMMUTABLE AS 'SELECT 14000';
+LANGUAGE sql IMMUTABLE AS 'SELECT 16000';
 CREATE FUNCTION progressdb._chunk_max_messages() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT 128';
--- Above this compressed size a chunk would be moved to TOAST (a heap tuple
--- holds ~8,100 bytes of data); such a chunk is split.
 CREATE FUNCTION progressdb._chunk_max_stored() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT 8000';
+CREATE FUNCTION progressdb._chunk_target_stored() RETURNS integer
+LANGUAGE sql IMMUTABLE AS 'SELECT 7600';
 
 -- Rewriting or chunking a thread's rows (compaction, key rotation) is one at
 -- a time per thread, for the rest of the transaction. Changes to single
@@ -46,9 +49,9 @@ LANGUAGE sql AS $$
 $$;
 
 -- Writes chunks for messages lo..hi of a thread, cut every `budget` raw
--- bytes (and at most _chunk_max_messages() messages); a chunk that still
--- does not fit a page compressed (poorly compressible bodies, e.g. sealed
--- ones) is rewritten as chunks of half the budget. Returns the number of
+-- bytes (and at most _chunk_max_messages() messages); a chunk that does not
+-- fit a page compressed (e.g. sealed bodies, which barely compress) is cut
+-- again with a budget scaled to its overshoot. Returns the number of
 -- messages chunked.
 CREATE FUNCTION progressdb._chunk_range(thread_id text, lo bigint, hi bigint, budget integer)
 RETURNS bigint
@@ -59,27 +62,30 @@ DECLARE
     big record;
 BEGIN
     WITH sized AS (
-        SELECT m AS msg, m.seq,
+        SELECT m AS msg, m.seq, m.deleted_ts IS NOT NULL AS deleted,
                sum(greatest(pg_column_size(m), floor_bytes)) OVER (ORDER BY m.seq)
                  - greatest(pg_column_size(m), floor_bytes) AS bytes_before
           FROM progressdb.messages m
          WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi),
     written AS (
-        INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, msgs)
-        SELECT thread_id, min(s.seq), max(s.seq), array_agg(s.msg ORDER BY s.seq)
+        INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, msgs, n_deleted)
+        SELECT thread_id, min(s.seq), max(s.seq), array_agg(s.msg ORDER BY s.seq),
+               count(*) FILTER (WHERE s.deleted)
           FROM sized s
          GROUP BY s.bytes_before / budget
         RETURNING cardinality(msgs) AS k)
     SELECT coalesce(sum(k), 0) INTO n FROM written;
 
     FOR big IN
-        SELECT c.first_seq, c.last_seq FROM progressdb.message_chunks c
+        SELECT c.first_seq, c.last_seq, pg_column_size(c.msgs) AS stored FROM progressdb.message_chunks c
          WHERE c.thread = thread_id AND c.first_seq BETWEEN lo AND hi
            AND c.last_seq > c.first_seq AND pg_column_size(c.msgs) > progressdb._chunk_max_stored()
     LOOP
         DELETE FROM progressdb.message_chunks c
          WHERE c.thread = thread_id AND c.first_seq = big.first_seq AND c.last_seq = big.last_seq;
-        PERFORM progressdb._chunk_range(thread_id, big.first_seq, big.last_seq, budget / 2);
+        PERFORM progressdb._chunk_range(thread_id, big.first_seq, big.last_seq,
+                                        least(budget - 1, (budget::bigint * progressdb._chunk_target_stored()
+                                                           / big.stored)::integer));
     END LOOP;
     RETURN n;
 END
@@ -107,10 +113,13 @@ BEGIN
          ORDER BY th.last_seq - coalesce(cs.compacted_seq, 0) DESC
          LIMIT max_threads
     LOOP
-        -- The closed end of the stretch: the newest message old enough.
+        -- The closed end of the stretch: the newest message old enough, and
+        -- at most 2048 messages per call, so that a change to a message of
+        -- a long thread never waits long for the compaction of its thread.
         SELECT m.seq INTO hi FROM progressdb.messages m
          WHERE m.thread = t.id AND m.seq > t.done AND m.ts < cutoff
          ORDER BY m.seq DESC LIMIT 1;
+        hi := least(hi, t.done + 2048);
         CONTINUE WHEN hi IS NULL OR hi - t.done < min_run;
         -- A key rotation, another compactor or a change to one of its
         -- messages busy with this thread: skip it this round rather than wait.
@@ -153,9 +162,10 @@ BEGIN
          WHERE ch.thread = c.thread AND ch.first_seq = c.first_seq AND ch.last_seq = c.last_seq
            FOR UPDATE;
         UPDATE progressdb.message_chunks ch
-           SET msgs = coalesce((SELECT array_agg(m ORDER BY m.seq) FROM progressdb.messages m
-                                 WHERE m.thread = c.thread AND m.seq BETWEEN c.first_seq AND c.last_seq),
-                               '{}')
+           SET (msgs, n_deleted) =
+               (SELECT coalesce(array_agg(m ORDER BY m.seq), '{}'), count(*) FILTER (WHERE m.deleted_ts IS NOT NULL)
+                  FROM progressdb.messages m
+                 WHERE m.thread = c.thread AND m.seq BETWEEN c.first_seq AND c.last_seq)
          WHERE ch.thread = c.thread AND ch.first_seq = c.first_seq AND ch.last_seq = c.last_seq;
     END LOOP;
     RETURN NULL;
@@ -178,34 +188,40 @@ LANGUAGE plpgsql STABLE AS $$
 DECLARE
     span bigint := p_lim;   -- how many seqs below p_before to look at
     c record;
-    page progressdb.messages[];
+    collected progressdb.messages[];
+    got bigint;             -- messages collected that are surely on the page
     want bigint;            -- the last seq the next chunk down must end at
 BEGIN
     LOOP
-        page := '{}';
+        collected := '{}';
+        got := 0;
         want := p_before - 1;
         FOR c IN
-            SELECT ch.first_seq, ch.last_seq, ch.msgs FROM progressdb.message_chunks ch
+            SELECT ch.first_seq, ch.last_seq, ch.msgs, ch.n_deleted FROM progressdb.message_chunks ch
              WHERE ch.thread = p_thread AND ch.first_seq < p_before
                AND ch.first_seq > p_before - span - progressdb._chunk_max_messages()
                AND ch.last_seq >= p_before - span
              ORDER BY ch.first_seq DESC
         LOOP
             EXIT WHEN c.last_seq < want;   -- a gap: stop, checked below
-            page := page || ARRAY(SELECT u FROM unnest(c.msgs) u
-                                   WHERE u.seq < p_before AND (p_include_deleted OR u.deleted_ts IS NULL)
-                                   ORDER BY u.seq DESC);
+            collected := collected || c.msgs;
+            -- At least this many of its messages are visible below p_before
+            -- (seqs have no gaps: the API never removes a message row).
+            got := got + least(c.last_seq, p_before - 1) - c.first_seq + 1
+                       - CASE WHEN p_include_deleted THEN 0 ELSE c.n_deleted END;
             want := c.first_seq - 1;
-            EXIT WHEN cardinality(page) >= p_lim;
+            EXIT WHEN got >= p_lim;
         END LOOP;
-        IF want = p_before - 1 OR (cardinality(page) < p_lim AND want >= 1 AND want >= p_before - span) THEN
+        IF want = p_before - 1 OR (got < p_lim AND want >= 1 AND want >= p_before - span) THEN
             -- Not chunked here (or a gap): the messages table has it all.
             RETURN QUERY SELECT * FROM progressdb._page_older(p_thread, p_before, p_lim, p_include_deleted);
             RETURN;
         END IF;
-        EXIT WHEN cardinality(page) >= p_lim OR want < 1;
+        EXIT WHEN got >= p_lim OR want < 1;
         span := span * 4;   -- deleted messages thinned the page: look further down
     END LOOP;
-    RETURN QUERY SELECT * FROM unnest(page[1:p_lim]);
+    RETURN QUERY SELECT u.* FROM unnest(collected) u
+                  WHERE u.seq < p_before AND (p_include_deleted OR u.deleted_ts IS NULL)
+                  ORDER BY u.seq DESC LIMIT p_lim;
 END
 $$;

@@ -1,5 +1,6 @@
-//! Timeline clustering: `compact()` (SQL in `sql/compaction.sql`) and the
-//! background worker that runs it when the library is preloaded.
+//! Timeline clustering: `compact()` and the chunk reads (SQL in
+//! `sql/compaction.sql`), and the background worker that runs `compact()`
+//! when the library is preloaded.
 
 use std::time::Duration;
 
@@ -32,7 +33,8 @@ pub fn register_worker() {
 }
 
 /// Batches per round at most; each batch is its own short transaction so
-/// that the rows it moves are locked only briefly.
+/// that the threads it chunks are held (storage lock) only briefly: a change
+/// to one of their messages waits for the batch to commit.
 const MAX_BATCHES_PER_ROUND: usize = 1000;
 const THREADS_PER_BATCH: i32 = 10;
 
@@ -109,9 +111,10 @@ mod tests {
         ))
     }
 
-    /// Pages from chunks equal pages from the messages table, at every cursor.
-    fn assert_pages_match(thread: &str, last: i64) {
-        for before in (2..=last + 1).step_by(7) {
+    /// Pages from chunks equal pages from the messages table, at cursors
+    /// `step` apart.
+    fn assert_pages_match(thread: &str, last: i64, step: usize) {
+        for before in (2..=last + 1).step_by(step) {
             for deleted in [false, true] {
                 assert_eq!(
                     page("_page_before", thread, before, 50, deleted),
@@ -184,7 +187,7 @@ mod tests {
             before,
             "compaction changes no visible data"
         );
-        assert_pages_match("t5", 100);
+        assert_pages_match("t5", 100, 7);
 
         // Nothing left to do until more messages arrive.
         let again = json("SELECT progressdb.compact(min_age => '0')");
@@ -198,7 +201,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(seq, Some(101));
-        assert_pages_match("t5", 101);
+        assert_pages_match("t5", 101, 7);
         run(&format!(
             "SELECT progressdb.edit_message('{id}', '{{\"text\":\"after\"}}')"
         ));
@@ -237,7 +240,7 @@ mod tests {
             "SELECT progressdb.restore_message(id) FROM ({}) x",
             ids(150, 150)
         ));
-        assert_pages_match("t1", 300);
+        assert_pages_match("t1", 300, 7);
         let p = page("_page_before", "t1", 200, 50, false);
         let seqs: Vec<i64> = p
             .as_array()
@@ -254,7 +257,7 @@ mod tests {
         // A plain SQL change is kept in the chunks too.
         run("UPDATE progressdb.messages SET role = 'system' WHERE thread = 't1' AND seq = 5");
         assert_eq!(page("_page_before", "t1", 6, 1, false)[0]["role"], "system");
-        assert_pages_match("t1", 300);
+        assert_pages_match("t1", 300, 7);
     }
 
     #[pg_test]
@@ -271,6 +274,28 @@ mod tests {
         let r = json("SELECT progressdb.compact(min_run => 10, min_age => '0')");
         assert_eq!(r["threads"], 10, "{r}");
         assert_fails("SELECT progressdb.compact(0)", "22023");
+    }
+
+    #[pg_test]
+    fn a_long_thread_is_compacted_2048_messages_per_call() {
+        run(
+            "SELECT progressdb.post_message('long', 'alice', jsonb_build_object('i', i))
+               FROM generate_series(1, 3000) i",
+        );
+        let done = || {
+            Spi::get_one::<i64>(
+                "SELECT compacted_seq FROM progressdb.compaction_state WHERE thread = 'long'",
+            )
+            .unwrap()
+        };
+        let r = json("SELECT progressdb.compact(min_age => '0')");
+        assert_eq!(r["messages"], 2048, "{r}");
+        assert_eq!(done(), Some(2048));
+        let r = json("SELECT progressdb.compact(min_age => '0')");
+        assert_eq!(r["messages"], 952, "{r}");
+        assert_eq!(done(), Some(3000));
+        assert_eq!(chunked_seqs("long"), 3000);
+        assert_pages_match("long", 3000, 331);
     }
 
     #[pg_test]
@@ -297,7 +322,7 @@ mod tests {
             json("SELECT progressdb.list_messages('vault', 1000)"),
             before
         );
-        assert_pages_match("vault", 100);
+        assert_pages_match("vault", 100, 7);
 
         let rot = json("SELECT progressdb.rotate_thread_key('vault')");
         assert_eq!(rot["messages"], 100);
@@ -312,7 +337,7 @@ mod tests {
             Some(0),
             "chunks hold the bodies sealed with the new key"
         );
-        assert_pages_match("vault", 100);
+        assert_pages_match("vault", 100, 7);
         assert_eq!(
             json("SELECT progressdb.list_messages('vault', 1000)"),
             before

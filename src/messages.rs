@@ -361,7 +361,7 @@ mod tests {
         )
         .unwrap()
         .unwrap_or_default();
-        assert_eq!(config, "enable_sort=off,enable_bitmapscan=off");
+        assert_eq!(config, "enable_sort=off,enable_bitmapscan=off,jit=off");
         run("SET LOCAL enable_sort = off");
         run("SET LOCAL enable_bitmapscan = off");
         assert_keyset_plan(&page_plan("t7"));

@@ -462,9 +462,9 @@ def write_md(path, recs, meta, derived, png_name):
     L.append("")
     L.append("`EXPLAIN (ANALYZE, BUFFERS)` of the page query (shared hit + read, execution only) over the first "
              f"{m.get('buffer_samples')} history cursors (random busy threads), warm. For progressdb the query is "
-             "the page read `list_messages` runs: `SELECT * FROM progressdb._page_before(thread, seq, 50, false)` "
-             "for a history page (timeline chunks once compacted, else the messages table) and "
-             "`progressdb._page_older(thread, max, 50, false)` (index range scan of the messages) for the newest page; "
+             "the page read `list_messages` runs, `SELECT * FROM progressdb._page_before(thread, seq, 50, false)` "
+             "(timeline chunks where the thread is compacted that far, else an index range scan of the messages), "
+             "with seq = the cursor for a history page and the thread's last seq + 1 for the newest page; "
              "the whole `list_messages` call (thread lookup, cursor lookup, has_before/has_after probes, JSON) "
              "is shown for reference.")
     L.append("")

@@ -56,10 +56,10 @@ END
 $$;
 
 -- The page queries, as SQL text, for one cursor row. page = 'newest' | 'history'.
--- progressdb: the page read list_messages runs -- _page_older (inlined by the
--- planner) for the newest page, _page_before (timeline chunks once compacted,
--- else the messages table) for a history page -- or, with whole_call, the
--- whole list_messages() call.
+-- progressdb: the page read list_messages runs -- _page_before (timeline
+-- chunks where the thread is compacted that far, else the messages table),
+-- below the thread's last seq for the newest page, below the cursor for a
+-- history page -- or, with whole_call, the whole list_messages() call.
 CREATE FUNCTION bench.page_sql(target text, page text, c bench.cursors, whole_call boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE AS $$
@@ -68,9 +68,10 @@ BEGIN
         RETURN CASE page WHEN 'newest' THEN format('SELECT progressdb.list_messages(%L, 50)', c.thread)
                ELSE format('SELECT progressdb.list_messages(%L, 50, before => %L)', c.thread, c.msg_id) END;
     ELSIF target = 'progressdb' THEN
-        RETURN CASE page WHEN 'newest' THEN format('SELECT * FROM progressdb._page_older(%L, %s, 50, false)',
-                                                   c.thread, 9223372036854775807)
-               ELSE format('SELECT * FROM progressdb._page_before(%L, %s, 50, false)', c.thread, c.seq) END;
+        RETURN format('SELECT * FROM progressdb._page_before(%L, %s, 50, false)', c.thread,
+                      CASE page WHEN 'newest' THEN (SELECT th.last_seq + 1 FROM progressdb.threads th
+                                                     WHERE th.id = c.thread)
+                                ELSE c.seq END);
     ELSIF target = 'naive' THEN
         RETURN format('SELECT id, created_at, author, body FROM bench.naive_messages WHERE thread = %L %s '
                       'ORDER BY created_at DESC LIMIT 50', c.thread,
