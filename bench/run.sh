@@ -57,6 +57,7 @@ APPEND_CLIENTS="1 8"   # append at 1 and 8 clients
 READ_CLIENTS=8         # page reads at 8 clients
 NCURSORS=1000          # history cursors (busy threads) to pick from
 BUFFER_SAMPLES=20      # pages EXPLAINed for the buffers figure
+BUFFER_SAMPLES_WIDE=200 # and for progressdb's wider sample (distribution)
 SEED=0.42              # setseed(): same seed, same data
 SKEW=2.5               # thread rank = floor(T * u^SKEW): power-law activity
 API_KEY=sk_bench
@@ -295,10 +296,11 @@ log "VACUUM ANALYZE + CHECKPOINT"
 run psql_db -c "VACUUM ANALYZE" -c "CHECKPOINT" > /dev/null
 NCURSORS_REAL=$(psql_db -At -c "SELECT count(*) FROM bench.cursors")
 
-buffers() { # scenario target page [whole_call]
-  local scenario=$1 target=$2 page=$3 whole=${4:-false} js
-  local sqltarget=${target%_call}; sqltarget=${sqltarget%_interleaved}
-  if js=$(psql_db -At -c "SELECT bench.page_buffers('$sqltarget', '$page', $BUFFER_SAMPLES, $whole)" 2> "$RAW/buffers.err"); then
+buffers() { # scenario target page [whole_call]  (target *_wide: $BUFFER_SAMPLES_WIDE pages)
+  local scenario=$1 target=$2 page=$3 whole=${4:-false} js samples=$BUFFER_SAMPLES
+  local sqltarget=${target%_call}; sqltarget=${sqltarget%_interleaved}; sqltarget=${sqltarget%_wide}
+  [[ $target == *_wide ]] && samples=$BUFFER_SAMPLES_WIDE
+  if js=$(psql_db -At -c "SELECT bench.page_buffers('$sqltarget', '$page', $samples, $whole)" 2> "$RAW/buffers.err"); then
     rec scenario="$scenario" target="$target" status=ok json="$js"
   else
     rec scenario="$scenario" target="$target" status=failed error="$(tail -2 "$RAW/buffers.err" | tr '\n' ' ')"
@@ -337,8 +339,8 @@ if [ "$COMPACT" != no ] && [ "$HAS_COMPACT" = 1 ]; then
   secs=$(elapsed "$t0" "$(now)")
   if [ "$cstatus" = ok ]; then
     run psql_db -c "VACUUM ANALYZE progressdb.messages" -c "VACUUM ANALYZE progressdb.message_chunks" -c "CHECKPOINT" > /dev/null
-    chunks=$(psql_db -At -F ' ' -c "SELECT count(*), round(avg(cardinality(msgs)), 1), round(avg(pg_column_size(msgs))),
-        count(*) FILTER (WHERE pg_column_size(msgs) > 8000),
+    chunks=$(psql_db -At -F ' ' -c "SELECT count(*), round(avg(n_messages), 1), round(avg(octet_length(packed))),
+        count(*) FILTER (WHERE octet_length(packed) > 8000),
         pg_size_pretty(pg_total_relation_size('progressdb.message_chunks'))
       FROM progressdb.message_chunks")
     read -r n_chunks per_chunk chunk_bytes chunks_toasted chunks_size <<< "$chunks"
@@ -390,6 +392,8 @@ for t in progressdb naive langchain; do
 done
 buffers buffers_history progressdb_call history true
 buffers buffers_newest progressdb_call newest true
+buffers buffers_history progressdb_wide history
+buffers buffers_newest progressdb_wide newest
 
 log "scenario: append, clients $APPEND_CLIENTS"
 for c in $APPEND_CLIENTS; do

@@ -6,8 +6,8 @@
 -- (PostgreSQL compresses only rows over ~2 kB). Compaction therefore copies
 -- each thread's closed stretch of timeline -- messages older than `min_age`
 -- that were not compacted yet -- into chunks: arrays of message rows in seq
--- order, each sized to fit one heap page once lz4-compressed. A history page
--- then reads an index probe and a few chunks.
+-- order, zstd-packed (src/chunk_codec.rs), each sized to fill one heap page.
+-- A history page then reads an index probe and a few chunks.
 --
 -- The messages table stays the source of truth (lookups by id, replies,
 -- versions, edits all use it); chunks are a copy kept exact in the same
@@ -15,19 +15,21 @@
 -- data. Compaction only inserts chunks: appends never wait for it, readers
 -- never block (MVCC), and a crash rolls a batch back whole.
 
--- Chunk sizing: a chunk is first cut every ~16 kB of raw rows (at most 128
--- messages, a cap range probes rely on). Text compresses about 2x, so most
--- chunks come out just under a page; one that does not fit (a heap tuple
--- holds ~8,100 bytes of data; beyond that it would go to TOAST) is cut again
--- with the budget scaled down by its overshoot, aiming at 7,600 bytes.
+-- Chunk sizing. A chunk is cut every `budget` raw bytes of rows (at most
+-- 128 messages, a cap range probes rely on) and should come out, packed,
+-- just under what one heap tuple holds (~8,100 bytes; more would go to
+-- TOAST): one chunk per heap page, each page full. Compression varies by
+-- thread (chat text ~3.5x, sealed bodies ~1.4x), so the budget is fitted per
+-- run: start at 24 kB, then rescale it by how far the biggest chunk landed
+-- from the 7,800-byte aim, until no chunk is over 8,000 bytes.
 CREATE FUNCTION progressdb._chunk_raw_bytes() RETURNS integer
-LANGUAGE sql IMMUTABLE AS 'SELECT 16000';
+LANGUAGE sql IMMUTABLE AS 'SELECT 24000';
 CREATE FUNCTION progressdb._chunk_max_messages() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT 128';
 CREATE FUNCTION progressdb._chunk_max_stored() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT 8000';
 CREATE FUNCTION progressdb._chunk_target_stored() RETURNS integer
-LANGUAGE sql IMMUTABLE AS 'SELECT 7600';
+LANGUAGE sql IMMUTABLE AS 'SELECT 7800';
 
 -- Rewriting or chunking a thread's rows (compaction, key rotation) is one at
 -- a time per thread, for the rest of the transaction. Changes to single
@@ -49,43 +51,42 @@ LANGUAGE sql AS $$
 $$;
 
 -- Writes chunks for messages lo..hi of a thread, cut every `budget` raw
--- bytes (and at most _chunk_max_messages() messages); a chunk that does not
--- fit a page compressed (e.g. sealed bodies, which barely compress) is cut
--- again with a budget scaled to its overshoot. Returns the number of
--- messages chunked.
+-- bytes, refitting the budget as above (a few passes at most). Returns the
+-- number of messages chunked.
 CREATE FUNCTION progressdb._chunk_range(thread_id text, lo bigint, hi bigint, budget integer)
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    floor_bytes constant integer := greatest(1, budget / progressdb._chunk_max_messages());
     n bigint;
-    big record;
+    biggest integer;
+    most integer;
 BEGIN
-    WITH sized AS (
-        SELECT m AS msg, m.seq, m.deleted_ts IS NOT NULL AS deleted,
-               sum(greatest(pg_column_size(m), floor_bytes)) OVER (ORDER BY m.seq)
-                 - greatest(pg_column_size(m), floor_bytes) AS bytes_before
-          FROM progressdb.messages m
-         WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi),
-    written AS (
-        INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, msgs, n_deleted)
-        SELECT thread_id, min(s.seq), max(s.seq), array_agg(s.msg ORDER BY s.seq),
-               count(*) FILTER (WHERE s.deleted)
-          FROM sized s
-         GROUP BY s.bytes_before / budget
-        RETURNING cardinality(msgs) AS k)
-    SELECT coalesce(sum(k), 0) INTO n FROM written;
-
-    FOR big IN
-        SELECT c.first_seq, c.last_seq, pg_column_size(c.msgs) AS stored FROM progressdb.message_chunks c
-         WHERE c.thread = thread_id AND c.first_seq BETWEEN lo AND hi
-           AND c.last_seq > c.first_seq AND pg_column_size(c.msgs) > progressdb._chunk_max_stored()
-    LOOP
-        DELETE FROM progressdb.message_chunks c
-         WHERE c.thread = thread_id AND c.first_seq = big.first_seq AND c.last_seq = big.last_seq;
-        PERFORM progressdb._chunk_range(thread_id, big.first_seq, big.last_seq,
-                                        least(budget - 1, (budget::bigint * progressdb._chunk_target_stored()
-                                                           / big.stored)::integer));
+    FOR pass IN 1..4 LOOP
+        WITH sized AS (
+            SELECT m AS msg, m.seq, m.deleted_ts IS NOT NULL AS deleted,
+                   -- every row counts for more than budget/128: at most 128 in a chunk
+                   greatest(pg_column_size(m), budget / progressdb._chunk_max_messages() + 1) AS bytes
+              FROM progressdb.messages m
+             WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi),
+        placed AS (
+            SELECT s.*, sum(s.bytes) OVER (ORDER BY s.seq) - s.bytes AS bytes_before FROM sized s),
+        written AS (
+            INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, n_messages, n_deleted, packed)
+            SELECT thread_id, min(p.seq), max(p.seq), count(*), count(*) FILTER (WHERE p.deleted),
+                   progressdb._pack_chunk(array_agg(p.msg ORDER BY p.seq))
+              FROM placed p
+             GROUP BY p.bytes_before / budget
+            RETURNING n_messages, octet_length(packed) AS bytes)
+        -- The biggest chunk of more than one message, and the most messages
+        -- in a chunk.
+        SELECT coalesce(sum(w.n_messages), 0), max(w.bytes) FILTER (WHERE w.n_messages > 1), max(w.n_messages)
+          INTO n, biggest, most FROM written w;
+        EXIT WHEN biggest IS NULL OR pass = 4
+               OR biggest BETWEEN progressdb._chunk_target_stored() * 2 / 3 AND progressdb._chunk_max_stored();
+        -- Growing is only worth it while chunks stay under the message cap.
+        EXIT WHEN biggest < progressdb._chunk_max_stored() AND most >= progressdb._chunk_max_messages();
+        DELETE FROM progressdb.message_chunks c WHERE c.thread = thread_id AND c.first_seq BETWEEN lo AND hi;
+        budget := greatest(1, (budget::bigint * progressdb._chunk_target_stored() / biggest)::integer);
     END LOOP;
     RETURN n;
 END
@@ -99,6 +100,7 @@ DECLARE
     cutoff bigint := progressdb.now_ns() - (extract(epoch FROM min_age) * 1e9)::bigint;
     t record;
     hi bigint;
+    lo bigint;
     n_threads integer := 0;
     n_messages bigint := 0;
 BEGIN
@@ -129,7 +131,15 @@ BEGIN
         SELECT cs.compacted_seq INTO t.done FROM progressdb.compaction_state cs WHERE cs.thread = t.id;
         CONTINUE WHEN hi - t.done < min_run;
 
-        n_messages := n_messages + progressdb._chunk_range(t.id, t.done + 1, hi, progressdb._chunk_raw_bytes());
+        -- A short last chunk (the tail of the previous run) is cut again with
+        -- this run, so that closed messages trickling in still fill pages.
+        DELETE FROM progressdb.message_chunks c
+         WHERE c.thread = t.id AND c.last_seq = t.done
+           AND c.first_seq > t.done - progressdb._chunk_max_messages()
+           AND octet_length(c.packed) < progressdb._chunk_target_stored() * 2 / 3
+        RETURNING c.first_seq INTO lo;
+        PERFORM progressdb._chunk_range(t.id, coalesce(lo, t.done + 1), hi, progressdb._chunk_raw_bytes());
+        n_messages := n_messages + (hi - t.done);
         UPDATE progressdb.compaction_state cs SET compacted_seq = hi
          WHERE cs.thread = t.id AND cs.compacted_seq < hi;
         n_threads := n_threads + 1;
@@ -162,8 +172,9 @@ BEGIN
          WHERE ch.thread = c.thread AND ch.first_seq = c.first_seq AND ch.last_seq = c.last_seq
            FOR UPDATE;
         UPDATE progressdb.message_chunks ch
-           SET (msgs, n_deleted) =
-               (SELECT coalesce(array_agg(m ORDER BY m.seq), '{}'), count(*) FILTER (WHERE m.deleted_ts IS NOT NULL)
+           SET (packed, n_messages, n_deleted) =
+               (SELECT progressdb._pack_chunk(coalesce(array_agg(m ORDER BY m.seq), '{}')), count(*),
+                       count(*) FILTER (WHERE m.deleted_ts IS NOT NULL)
                   FROM progressdb.messages m
                  WHERE m.thread = c.thread AND m.seq BETWEEN c.first_seq AND c.last_seq)
          WHERE ch.thread = c.thread AND ch.first_seq = c.first_seq AND ch.last_seq = c.last_seq;
@@ -189,6 +200,7 @@ DECLARE
     span bigint := p_lim;   -- how many seqs below p_before to look at
     c record;
     collected progressdb.messages[];
+    rows_of progressdb.messages[];
     got bigint;             -- messages collected that are surely on the page
     want bigint;            -- the last seq the next chunk down must end at
 BEGIN
@@ -197,14 +209,16 @@ BEGIN
         got := 0;
         want := p_before - 1;
         FOR c IN
-            SELECT ch.first_seq, ch.last_seq, ch.msgs, ch.n_deleted FROM progressdb.message_chunks ch
+            SELECT ch.first_seq, ch.last_seq, ch.packed, ch.n_deleted FROM progressdb.message_chunks ch
              WHERE ch.thread = p_thread AND ch.first_seq < p_before
                AND ch.first_seq > p_before - span - progressdb._chunk_max_messages()
                AND ch.last_seq >= p_before - span
              ORDER BY ch.first_seq DESC
         LOOP
             EXIT WHEN c.last_seq < want;   -- a gap: stop, checked below
-            collected := collected || c.msgs;
+            rows_of := progressdb._unpack_chunk(c.packed, '{}'::progressdb.messages[]);
+            EXIT WHEN rows_of IS NULL;     -- not readable here: like a gap
+            collected := collected || rows_of;
             -- At least this many of its messages are visible below p_before
             -- (seqs have no gaps: the API never removes a message row).
             got := got + least(c.last_seq, p_before - 1) - c.first_seq + 1

@@ -68,34 +68,35 @@ ALTER TABLE progressdb.messages ALTER COLUMN body_enc SET STORAGE MAIN;
 
 -- How far each thread's timeline has been compacted into chunks: the chunks
 -- of a thread tile seqs 1..compacted_seq. Kept apart from threads so
--- compaction never locks a row that appends update.
+-- compaction never locks a row that appends update. Derived, like the
+-- chunks: not dumped.
 CREATE TABLE progressdb.compaction_state (
     thread         text   NOT NULL,
     compacted_seq  bigint NOT NULL,
     CONSTRAINT compaction_state_pkey PRIMARY KEY (thread)
 );
 
--- Timeline chunks (see compaction.sql): a compressed copy of a closed stretch
--- of one thread's messages, rows as stored (encrypted bodies stay sealed), in
--- seq order. A chunk is sized to fit one heap page once compressed, so a
--- history page of 50 reads a few chunks instead of ~50 scattered rows. The
--- messages table stays the source of truth; a change to a chunked message
--- rewrites its chunk in the same transaction (trigger in compaction.sql).
+-- Timeline chunks (see compaction.sql): a packed copy (zstd, see
+-- src/chunk_codec.rs) of a closed stretch of one thread's messages, rows as
+-- stored (encrypted bodies stay sealed), in seq order. A chunk is sized to
+-- fill one heap page, so a history page of 50 reads a few chunks instead of
+-- ~50 scattered rows. The messages table stays the source of truth; a change
+-- to a chunked message rewrites its chunk in the same transaction (trigger in
+-- compaction.sql). Derived data: not dumped, rebuilt by compaction.
 CREATE TABLE progressdb.message_chunks (
-    thread     text   NOT NULL,
-    first_seq  bigint NOT NULL,
-    last_seq   bigint NOT NULL,
-    msgs       progressdb.messages[] NOT NULL,
-    n_deleted  integer NOT NULL,           -- soft-deleted messages among them
+    thread      text    NOT NULL,
+    first_seq   bigint  NOT NULL,
+    last_seq    bigint  NOT NULL,
+    n_messages  integer NOT NULL,
+    n_deleted   integer NOT NULL,          -- soft-deleted messages among them
+    packed      bytea   NOT NULL,          -- progressdb._pack_chunk(messages[])
     -- last_seq is a key column so that range probes test it in the index,
     -- without visiting chunks that do not overlap.
     CONSTRAINT message_chunks_pkey PRIMARY KEY (thread, first_seq, last_seq),
     CONSTRAINT message_chunks_range CHECK (first_seq BETWEEN 1 AND last_seq)
 );
--- Compressed in place and kept in the heap page (MAIN), never in TOAST
--- unless a chunk cannot fit a page even compressed.
-ALTER TABLE progressdb.message_chunks ALTER COLUMN msgs SET STORAGE MAIN;
-ALTER TABLE progressdb.message_chunks ALTER COLUMN msgs SET COMPRESSION lz4;
+-- Kept in the heap page (already compressed: no TOAST, no second compression).
+ALTER TABLE progressdb.message_chunks ALTER COLUMN packed SET STORAGE MAIN;
 
 -- Earlier contents of a message; the current content stays in messages.
 CREATE TABLE progressdb.message_versions (
@@ -126,8 +127,6 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.messages', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.message_versions', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_number_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_keys', '');
-SELECT pg_catalog.pg_extension_config_dump('progressdb.compaction_state', '');
-SELECT pg_catalog.pg_extension_config_dump('progressdb.message_chunks', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.dek_id_seq', '');
 
 

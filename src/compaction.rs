@@ -219,6 +219,10 @@ mod tests {
         interleave(4, 300);
         run("SELECT progressdb.compact(min_age => '0')");
         assert_eq!(chunked_seqs("t1"), 300);
+        let most = Spi::get_one::<i32>("SELECT max(n_messages) FROM progressdb.message_chunks")
+            .unwrap()
+            .unwrap();
+        assert!(most <= 128, "a chunk of {most} messages");
         let ids = |lo: i64, hi: i64| {
             format!("SELECT id FROM progressdb.messages WHERE thread = 't1' AND seq BETWEEN {lo} AND {hi}")
         };
@@ -299,6 +303,33 @@ mod tests {
     }
 
     #[pg_test]
+    fn closed_messages_trickling_in_still_fill_page_sized_chunks() {
+        // Ten compaction rounds of 40 new messages each: the short last chunk
+        // of a round is cut again with the next round, not left behind.
+        for round in 0..10 {
+            run(&format!(
+                "SELECT progressdb.post_message('drip', 'alice',
+                          jsonb_build_object('text', repeat(md5(i::text), 8)))
+                   FROM generate_series({}, {}) i",
+                round * 40,
+                round * 40 + 39
+            ));
+            let r = json("SELECT progressdb.compact(min_age => '0')");
+            assert_eq!(r["messages"], 40, "{r}");
+        }
+        assert_eq!(chunked_seqs("drip"), 400);
+        let chunks = Spi::get_one::<i64>(
+            "SELECT count(*) FROM progressdb.message_chunks WHERE thread = 'drip'",
+        )
+        .unwrap()
+        .unwrap();
+        // At most 128 messages a chunk: 4 at best; one per round (10) without
+        // the re-cut.
+        assert!(chunks <= 5, "400 messages of ~300 bytes in {chunks} chunks");
+        assert_pages_match("drip", 400, 13);
+    }
+
+    #[pg_test]
     fn sealed_chunks_fit_a_page_and_follow_a_key_rotation() {
         run("SELECT progressdb.create_thread('alice', 'S', 'vault', encrypted => true)");
         // Sealed bodies barely compress: chunks are split until they fit a page.
@@ -310,7 +341,7 @@ mod tests {
         assert_eq!(r["threads"], 2, "{r}");
         assert_eq!(chunked_seqs("vault"), 100);
         let biggest = Spi::get_one::<i32>(
-            "SELECT max(pg_column_size(msgs)) FROM progressdb.message_chunks WHERE thread = 'vault'",
+            "SELECT max(octet_length(packed)) FROM progressdb.message_chunks WHERE thread = 'vault'",
         )
         .unwrap()
         .unwrap();
@@ -327,7 +358,8 @@ mod tests {
         let rot = json("SELECT progressdb.rotate_thread_key('vault')");
         assert_eq!(rot["messages"], 100);
         let stale = Spi::get_one::<i64>(
-            "SELECT count(*) FROM progressdb.message_chunks c, unnest(c.msgs) u, progressdb.threads t
+            "SELECT count(*) FROM progressdb.message_chunks c, progressdb.threads t,
+                    unnest(progressdb._unpack_chunk(c.packed, '{}'::progressdb.messages[])) u
               WHERE c.thread = 'vault' AND t.id = 'vault'
                 AND u.body_enc NOT LIKE 'pdb1:' || t.dek_id || ':%'",
         )

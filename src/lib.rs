@@ -9,6 +9,7 @@
 ::pgrx::pg_module_magic!(name, version);
 
 pub mod checks;
+pub mod chunk_codec;
 pub mod compaction;
 pub mod crypto;
 pub mod guc;

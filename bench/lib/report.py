@@ -178,6 +178,14 @@ def summary_line(rec):
     return f"{head}: ok"
 
 
+def p95(values):
+    """95th percentile (nearest rank) of a list of numbers, or None."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[max(0, -(-95 * len(v) // 100) - 1)]
+
+
 def fmt(v, digits=None):
     if v is None:
         return "–"
@@ -280,6 +288,10 @@ def build(recs, meta):
     b = one(recs, "buffers_history", "progressdb")
     bi = one(recs, "buffers_history", "progressdb_interleaved")
     measured = f"mean {b['mean']}, max {b['max']} buffers over {b['samples']} pages" if ok(b) else "not measured"
+    bw = one(recs, "buffers_history", "progressdb_wide")
+    if ok(b) and ok(bw):
+        measured += (f" (wider sample of {bw['samples']} pages: mean {bw['mean']}, p95 "
+                     f"{p95(bw.get('per_page'))}, max {bw['max']})")
     if ok(b) and ok(bi):
         measured = (f"after compact(): {measured}; as loaded (interleaved): mean {bi['mean']}, max {bi['max']}")
     targets.append({
@@ -476,7 +488,7 @@ def write_md(path, recs, meta, derived, png_name):
                      f"messages into {fmt(comp.get('chunks'))} timeline chunks in {fmt(comp.get('seconds'))} s "
                      f"({comp.get('calls')} calls), followed by `VACUUM ANALYZE`. Chunks: "
                      f"{comp.get('messages_per_chunk')} messages and {fmt(comp.get('chunk_stored_bytes'))} bytes "
-                     f"stored (lz4) on average, {comp.get('chunks_over_8000_bytes')} over 8,000 bytes; chunk table "
+                     f"stored (zstd-packed) on average, {comp.get('chunks_over_8000_bytes')} over 8,000 bytes; chunk table "
                      f"{comp.get('chunks_size')}, progressdb storage in all {comp.get('size')}. Every other "
                      "progressdb number on this page (buffers and throughput) is on the compacted storage.")
         else:
@@ -486,21 +498,23 @@ def write_md(path, recs, meta, derived, png_name):
     rows = []
     compacted = ok(comp)
     for scen, label in (("buffers_history", "history page"), ("buffers_newest", "newest page")):
-        for t in ["progressdb_interleaved"] + TARGETS + ["progressdb_call"]:
+        for t in ["progressdb_interleaved"] + TARGETS + ["progressdb_call", "progressdb_wide"]:
             r = one(recs, scen, t)
             if r is None:
                 continue
             lbl = {"progressdb_interleaved": "progressdb, as loaded (interleaved)",
-                   "progressdb_call": "progressdb: whole list_messages call"}.get(t, TARGET_LABEL.get(t))
+                   "progressdb_call": "progressdb: whole list_messages call",
+                   "progressdb_wide": f"progressdb, wider sample ({r.get('samples')} pages)"}.get(t, TARGET_LABEL.get(t))
             if t == "progressdb" and compacted:
                 lbl = "progressdb, after compact()"
             bad = status_cell(r)
             if bad:
-                rows.append([label, lbl, bad, "", "", "", ""])
+                rows.append([label, lbl, bad, "", "", "", "", "", ""])
                 continue
-            rows.append([label, lbl, fmt(r["mean"]), fmt(r["max"]), fmt(r["min"]), fmt(r.get("mean_read")),
-                         fmt(r.get("mean_rows"))])
-    L.append(md_table(["page", "target", "mean buffers", "max", "min", "mean read from disk", "rows"], rows))
+            rows.append([label, lbl, fmt(r.get("samples")), fmt(r["mean"]), fmt(p95(r.get("per_page"))),
+                         fmt(r["max"]), fmt(r["min"]), fmt(r.get("mean_read")), fmt(r.get("mean_rows"))])
+    L.append(md_table(["page", "target", "pages", "mean buffers", "p95", "max", "min", "mean read from disk",
+                       "rows"], rows))
     L.append("")
 
     L.append("## HTTP (gateway) vs the same SQL through pgbench")
