@@ -68,6 +68,17 @@ fn unpack_chunk(packed: &[u8], like: AnyArray) -> Option<AnyArray> {
     }
 }
 
+// Unpacking trusts the bytes past the header checks below (element offsets,
+// row layouts), as PostgreSQL trusts its own pages: only chunk rows written
+// by compaction may be fed to it, so it is not for PUBLIC. Table owners and
+// superusers (the only roles that can read the extension's tables unless
+// granted) keep it; a role granted access to the tables needs it granted too.
+extension_sql!(
+    "REVOKE EXECUTE ON FUNCTION progressdb._unpack_chunk(bytea, anyarray) FROM PUBLIC;",
+    name = "unpack_chunk_not_public",
+    requires = [unpack_chunk]
+);
+
 /// Whether `flat` is a one-dimensional array varlena of exactly its length
 /// whose elements have the element type of `array_type`.
 fn is_array_of(flat: &[u8], array_type: pg_sys::Oid) -> bool {
@@ -104,6 +115,15 @@ mod tests {
                FROM a",
         );
         assert_eq!(same, Ok(Some(true)));
+    }
+
+    #[pg_test]
+    fn only_owners_may_unpack() {
+        let public_may = Spi::get_one::<bool>(
+            "SELECT proacl IS NULL OR aclcontains(proacl, makeaclitem(0, proowner, 'EXECUTE', false))
+               FROM pg_proc WHERE oid = 'progressdb._unpack_chunk(bytea, anyarray)'::regprocedure",
+        );
+        assert_eq!(public_may, Ok(Some(false)));
     }
 
     #[pg_test]
