@@ -21,7 +21,8 @@
 -- TOAST): one chunk per heap page, each page full. Compression varies by
 -- thread (chat text ~3.5x, sealed bodies ~1.4x), so the budget is fitted per
 -- run: start at 24 kB, then rescale it by how far the biggest chunk landed
--- from the 7,800-byte aim, until no chunk is over 8,000 bytes.
+-- from the 7,800-byte aim, until no chunk is over 8,000 bytes (at most four
+-- passes; a chunk still over then is stored through TOAST, just slower).
 CREATE FUNCTION progressdb._chunk_raw_bytes() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT 24000';
 CREATE FUNCTION progressdb._chunk_max_messages() RETURNS integer
@@ -188,8 +189,9 @@ CREATE TRIGGER messages_refresh_chunks_on_update AFTER UPDATE ON progressdb.mess
 CREATE TRIGGER messages_refresh_chunks_on_delete AFTER DELETE ON progressdb.messages
     REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION progressdb._refresh_chunks();
 
--- History page: up to `p_lim` messages just older than seq `p_before`,
--- newest first. Served from chunks when the chunks hold the messages just
+-- Timeline page (the newest page: p_before = last seq + 1; a history page:
+-- p_before = the cursor): up to `p_lim` messages just older than seq
+-- `p_before`, newest first. Served from chunks when the chunks hold the messages just
 -- below p_before (they tile 1..compacted_seq); otherwise, or on any gap,
 -- the same page from the messages table.
 CREATE FUNCTION progressdb._page_before(p_thread text, p_before bigint, p_lim integer,
