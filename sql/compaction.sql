@@ -15,22 +15,16 @@
 -- data. Compaction only inserts chunks: appends never wait for it, readers
 -- never block (MVCC), and a crash rolls a batch back whole.
 
--- Chunk sizing. A chunk is cut every `budget` raw bytes of rows (at most
--- 128 messages, a cap range probes rely on) and should come out, packed,
--- just under what one heap tuple holds (~8,100 bytes; more would go to
--- TOAST): one chunk per heap page, each page full. Compression varies by
--- thread (chat text ~3.5x, sealed bodies ~1.4x), so the budget is fitted per
--- run: start at 24 kB, then rescale it by how far the biggest chunk landed
--- from the 7,800-byte aim, until no chunk is over 8,000 bytes (at most four
--- passes; a chunk still over then is stored through TOAST, just slower).
-CREATE FUNCTION progressdb._chunk_raw_bytes() RETURNS integer
-LANGUAGE sql IMMUTABLE AS 'SELECT 24000';
+-- Chunk sizing. A chunk holds as many consecutive messages (at most 128, a
+-- cap range probes rely on) as fit, packed, in 8,000 bytes -- just under what
+-- one heap tuple holds (~8,100; more would go to TOAST): one chunk per heap
+-- page, each page nearly full, whatever the thread's text compresses to
+-- (chat text ~3.5x, sealed bodies ~1.4x). Found by packing: a binary search
+-- per chunk, starting from the size of the previous one.
 CREATE FUNCTION progressdb._chunk_max_messages() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT 128';
 CREATE FUNCTION progressdb._chunk_max_stored() RETURNS integer
 LANGUAGE sql IMMUTABLE AS 'SELECT 8000';
-CREATE FUNCTION progressdb._chunk_target_stored() RETURNS integer
-LANGUAGE sql IMMUTABLE AS 'SELECT 7800';
 
 -- Rewriting or chunking a thread's rows (compaction, key rotation) is one at
 -- a time per thread, for the rest of the transaction. Changes to single
@@ -51,45 +45,59 @@ LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock_shared(hashtext('progressdb.storage'), hashtext(thread_id))
 $$;
 
--- Writes chunks for messages lo..hi of a thread, cut every `budget` raw
--- bytes, refitting the budget as above (a few passes at most). Returns the
--- number of messages chunked.
-CREATE FUNCTION progressdb._chunk_range(thread_id text, lo bigint, hi bigint, budget integer)
+-- Writes chunks for messages lo..hi of a thread, each as many messages as
+-- fit (above). Returns the number of messages chunked.
+CREATE FUNCTION progressdb._chunk_range(thread_id text, lo bigint, hi bigint)
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    n bigint;
-    biggest integer;
-    most integer;
+    max_bytes constant integer := progressdb._chunk_max_stored();
+    msgs progressdb.messages[] := ARRAY(SELECT m FROM progressdb.messages m
+                                         WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi
+                                         ORDER BY m.seq);
+    total constant integer := cardinality(msgs);
+    i integer := 1;         -- first message of the next chunk
+    guess integer := 24;    -- messages in the previous chunk
+    fits integer;           -- a count known to fit
+    too_many integer;       -- a count known not to fit
+    grew boolean;           -- some count was seen to fit / not to fit
+    shrank boolean;
+    step integer;
+    k integer;
+    packed bytea;
+    best bytea;
 BEGIN
-    FOR pass IN 1..4 LOOP
-        WITH sized AS (
-            SELECT m AS msg, m.seq, m.deleted_ts IS NOT NULL AS deleted,
-                   -- every row counts for more than budget/128: at most 128 in a chunk
-                   greatest(pg_column_size(m), budget / progressdb._chunk_max_messages() + 1) AS bytes
-              FROM progressdb.messages m
-             WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi),
-        placed AS (
-            SELECT s.*, sum(s.bytes) OVER (ORDER BY s.seq) - s.bytes AS bytes_before FROM sized s),
-        written AS (
-            INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, n_messages, n_deleted, packed)
-            SELECT thread_id, min(p.seq), max(p.seq), count(*), count(*) FILTER (WHERE p.deleted),
-                   progressdb._pack_chunk(array_agg(p.msg ORDER BY p.seq))
-              FROM placed p
-             GROUP BY p.bytes_before / budget
-            RETURNING n_messages, octet_length(packed) AS bytes)
-        -- The biggest chunk of more than one message, and the most messages
-        -- in a chunk.
-        SELECT coalesce(sum(w.n_messages), 0), max(w.bytes) FILTER (WHERE w.n_messages > 1), max(w.n_messages)
-          INTO n, biggest, most FROM written w;
-        EXIT WHEN biggest IS NULL OR pass = 4
-               OR biggest BETWEEN progressdb._chunk_target_stored() * 2 / 3 AND progressdb._chunk_max_stored();
-        -- Growing is only worth it while chunks stay under the message cap.
-        EXIT WHEN biggest < progressdb._chunk_max_stored() AND most >= progressdb._chunk_max_messages();
-        DELETE FROM progressdb.message_chunks c WHERE c.thread = thread_id AND c.first_seq BETWEEN lo AND hi;
-        budget := greatest(1, (budget::bigint * progressdb._chunk_target_stored() / biggest)::integer);
+    WHILE i <= total LOOP
+        -- Gallop from the previous chunk's count, then bisect.
+        fits := 1;
+        best := progressdb._pack_chunk(msgs[i:i]);   -- a lone message is stored however big
+        too_many := least(progressdb._chunk_max_messages(), total - i + 1) + 1;
+        grew := false;
+        shrank := false;
+        step := 1;
+        k := greatest(2, least(guess, too_many - 1));
+        WHILE too_many - fits > 1 LOOP
+            packed := progressdb._pack_chunk(msgs[i:i + k - 1]);
+            IF octet_length(packed) <= max_bytes THEN
+                fits := k;
+                best := packed;
+                grew := true;
+            ELSE
+                too_many := k;
+                shrank := true;
+            END IF;
+            k := CASE WHEN NOT shrank THEN least(fits + step, too_many - 1)
+                      WHEN NOT grew THEN greatest(fits + 1, too_many - step)
+                      ELSE (fits + too_many) / 2 END;
+            step := step * 2;
+        END LOOP;
+        INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, n_messages, n_deleted, packed)
+        VALUES (thread_id, msgs[i].seq, msgs[i + fits - 1].seq, fits,
+                (SELECT count(*) FROM unnest(msgs[i:i + fits - 1]) u WHERE u.deleted_ts IS NOT NULL), best);
+        i := i + fits;
+        guess := fits;
     END LOOP;
-    RETURN n;
+    RETURN total;
 END
 $$;
 
@@ -137,9 +145,9 @@ BEGIN
         DELETE FROM progressdb.message_chunks c
          WHERE c.thread = t.id AND c.last_seq = t.done
            AND c.first_seq > t.done - progressdb._chunk_max_messages()
-           AND octet_length(c.packed) < progressdb._chunk_target_stored() * 2 / 3
+           AND octet_length(c.packed) < progressdb._chunk_max_stored() / 2
         RETURNING c.first_seq INTO lo;
-        PERFORM progressdb._chunk_range(t.id, coalesce(lo, t.done + 1), hi, progressdb._chunk_raw_bytes());
+        PERFORM progressdb._chunk_range(t.id, coalesce(lo, t.done + 1), hi);
         n_messages := n_messages + (hi - t.done);
         UPDATE progressdb.compaction_state cs SET compacted_seq = hi
          WHERE cs.thread = t.id AND cs.compacted_seq < hi;
