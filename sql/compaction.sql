@@ -130,8 +130,9 @@ BEGIN
         SELECT m.seq INTO hi FROM progressdb.messages m
          WHERE m.thread = t.id AND m.seq > t.done AND m.ts < cutoff
          ORDER BY m.seq DESC LIMIT 1;
+        CONTINUE WHEN hi IS NULL;   -- (least() below would ignore a NULL)
         hi := least(hi, t.done + 2048);
-        CONTINUE WHEN hi IS NULL OR hi - t.done < min_run;
+        CONTINUE WHEN hi - t.done < min_run;
         -- A key rotation, another compactor or a change to one of its
         -- messages busy with this thread: skip it this round rather than wait.
         CONTINUE WHEN NOT progressdb._try_lock_thread_storage(t.id);

@@ -273,6 +273,12 @@ mod tests {
             serde_json::json!({"threads": 0, "messages": 0}),
             "all younger than a minute"
         );
+        // Also when they are enough of them for a run: young stays young.
+        let r = json("SELECT progressdb.compact(min_run => 10)");
+        assert_eq!(r["threads"], 0, "young messages are not compacted: {r}");
+        let chunked =
+            Spi::get_one::<i64>("SELECT count(*) FROM progressdb.message_chunks").unwrap();
+        assert_eq!(chunked, Some(0));
         let r = json("SELECT progressdb.compact(min_run => 64, min_age => '0')");
         assert_eq!(r["threads"], 0, "runs of 20 are below min_run: {r}");
         let r = json("SELECT progressdb.compact(min_run => 10, min_age => '0')");
