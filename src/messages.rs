@@ -317,6 +317,25 @@ mod tests {
         assert!(e["updated_ts"].as_i64() > m["updated_ts"].as_i64());
     }
 
+    #[pg_test]
+    fn the_message_document_is_built_inline() {
+        // _message_json and _message_core_json are plain SQL functions the
+        // planner inlines: a page builds its documents without a function
+        // call per row.
+        let plan = Spi::get_one::<pgrx::Json>(
+            "EXPLAIN (VERBOSE, FORMAT JSON) SELECT progressdb._message_json(m) FROM progressdb.messages m",
+        )
+        .unwrap()
+        .unwrap()
+        .0
+        .to_string();
+        assert!(plan.contains("jsonb_build_object"), "{plan}");
+        assert!(
+            !plan.contains("_message_json") && !plan.contains("_message_core_json"),
+            "{plan}"
+        );
+    }
+
     fn page_plan(thread: &str) -> String {
         Spi::get_one::<pgrx::Json>(&format!(
             "EXPLAIN (FORMAT JSON) SELECT * FROM progressdb._page_older('{thread}', 9223372036854775807, 50, false)"
