@@ -99,7 +99,9 @@ BEGIN
       FROM (SELECT * FROM progressdb.threads th
              WHERE th.deleted_ts IS NULL
                AND (actor IS NULL OR th.author = actor)
-               AND (list_threads.title IS NULL OR th.title = list_threads.title)
+               -- title: case-insensitive substring, as the original's listing
+               AND (list_threads.title IS NULL
+                    OR strpos(lower(th.title), lower(list_threads.title)) > 0)
                AND (list_threads.slug IS NULL OR th.slug = list_threads.slug)
                AND (before IS NULL OR (th.created_ts, th.id) < (cursor_ts, cursor_id))
              ORDER BY th.created_ts DESC, th.id DESC

@@ -38,16 +38,30 @@ pub mod pg_test {
 
     /// The in-database tests run with a master key file of their own.
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        let dir = std::path::Path::new("/tmp/progressdb-pgtest-keys");
-        std::fs::create_dir_all(dir).expect("key dir");
-        let file = dir.join("keys");
-        let key = "test-kek-1:8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n";
-        // Written once and atomically: running servers may be reading it.
-        if std::fs::read_to_string(&file).ok().as_deref() != Some(key) {
-            let tmp = dir.join(format!("keys.{}", std::process::id()));
-            std::fs::write(&tmp, key).expect("key file");
-            std::fs::rename(&tmp, &file).expect("key file");
-        }
+        write_test_key_file();
         vec!["progressdb.master_key_file = '/tmp/progressdb-pgtest-keys/keys'"]
+    }
+
+    /// Writes the test key file once per process (every test thread calls
+    /// `postgresql_conf_options`), atomically: the content goes to a
+    /// temporary name no other writer shares (the process id; `Once` keeps
+    /// this process to one writer), then is renamed over `keys`. So a first
+    /// run on a machine without the file cannot race, concurrent test
+    /// processes cannot either, and a running server reading the file sees
+    /// a whole old or whole new file, never a partial one.
+    fn write_test_key_file() {
+        static WRITTEN: std::sync::Once = std::sync::Once::new();
+        WRITTEN.call_once(|| {
+            let dir = std::path::Path::new("/tmp/progressdb-pgtest-keys");
+            std::fs::create_dir_all(dir).expect("key dir");
+            let file = dir.join("keys");
+            let key = "test-kek-1:8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n";
+            if std::fs::read_to_string(&file).ok().as_deref() == Some(key) {
+                return;
+            }
+            let tmp = dir.join(format!("keys.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, key).expect("write the test key file");
+            std::fs::rename(&tmp, &file).expect("install the test key file");
+        });
     }
 }

@@ -164,6 +164,35 @@ mod tests {
             ids(json("SELECT progressdb.list_threads(NULL, slug => 'b-b1')")),
             ["b1"]
         );
+        // title is a case-insensitive substring (as the original SDK expects);
+        // LIKE metacharacters in it are plain characters.
+        run("SELECT progressdb.create_thread('dave', 'Support: Login Problems', 'c1')");
+        run("SELECT progressdb.create_thread('dave', '100% _done_', 'c2')");
+        assert_eq!(
+            ids(json("SELECT progressdb.list_threads(NULL, 'login')")),
+            ["c1"]
+        );
+        assert_eq!(
+            ids(json(
+                "SELECT progressdb.list_threads('dave', 'SUPPORT: LOG')"
+            )),
+            ["c1"]
+        );
+        assert_eq!(
+            ids(json("SELECT progressdb.list_threads(NULL, '% _')")),
+            ["c2"]
+        );
+        assert_eq!(
+            ids(json(
+                "SELECT progressdb.list_threads(NULL, 'nothing like it')"
+            )),
+            Vec::<String>::new()
+        );
+        // slug stays exact
+        assert_eq!(
+            ids(json("SELECT progressdb.list_threads(NULL, slug => 'b')")),
+            Vec::<String>::new()
+        );
         assert_eq!(
             ids(json("SELECT progressdb.list_threads('alice', lim => 2)")),
             ["a3", "a2"]

@@ -249,9 +249,9 @@ fn bad_input_is_rejected_and_writes_nothing() {
 fn routes_methods_cors_and_rate_limit() {
     let dir = temp_dir("hyg");
     let mut args = keyed_args();
-    // a tiny bucket: 3 requests, then (practically) no refill
+    // a tiny bucket: 3 requests, then no refill for hours (no race with a slow machine)
     let rps = args.iter().position(|a| a == "0").unwrap();
-    args[rps] = "0.01".into();
+    args[rps] = "0.0001".into();
     args.extend(["--rate-burst", "3", "--cors-origins", "https://app.example"].map(String::from));
     let mut g = Gateway::embedded(&dir, 55432, &args);
     g.wait_ready();

@@ -199,6 +199,11 @@ async fn edits_racing_compaction_are_never_lost_from_chunks() {
     )
     .await;
     assert_eq!(r["messages"], 40, "{r}");
+    let editor_pid: i32 = editor
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let edit = tokio::spawn(async move {
         editor
             .batch_execute(&format!(
@@ -208,7 +213,27 @@ async fn edits_racing_compaction_are_never_lost_from_chunks() {
             .await
             .unwrap();
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Commit only once the edit is really waiting for the compaction's lock
+    // (a fixed sleep would let a slow machine commit first and test nothing).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let waiting: bool = setup
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted)",
+                &[&editor_pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edit never waited for the open compaction"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     compactor.batch_execute("COMMIT").await.unwrap();
     edit.await.unwrap();
     assert_eq!(history_texts(&setup, 41).await[2], "first edit");
