@@ -1,9 +1,10 @@
 -- Messages: append, timeline reads, get, edit, soft delete and restore.
 --
--- Ownership (API.md) for a non-NULL actor: a message may be read by its author
--- and by the owner of its thread; it may be edited, deleted or restored only by
--- its author; posting needs the actor to own the thread. A NULL actor is a
--- trusted service caller.
+-- Who may do what is decided by progressdb._authorize (members.sql), the
+-- one place for it: members read and post, authors edit their own messages,
+-- admins also delete and restore anyone's. With history 'joined' a member
+-- does not see messages posted before they joined: those answer "not found"
+-- in every read path. A NULL actor is a trusted service caller.
 
 -- Loads a message (optionally only within one thread) or fails with P0002.
 CREATE FUNCTION progressdb._message_for(msg_id text, in_thread text, allow_deleted boolean)
@@ -46,26 +47,29 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION progressdb._check_read(m progressdb.messages, actor text) RETURNS void
+-- Loads a message for `actor` to do `action` with (see _authorize): it must
+-- be one they can see (else P0002, as if it did not exist), and the action
+-- must be theirs to do (else 42501).
+CREATE FUNCTION progressdb._message_access(msg_id text, in_thread text, allow_deleted boolean,
+                                           actor text, action text)
+RETURNS progressdb.messages
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    m progressdb.messages := progressdb._message_for(msg_id, in_thread, allow_deleted);
+    t progressdb.threads;
 BEGIN
-    IF actor IS NULL OR m.author = actor THEN
-        RETURN;
+    IF actor IS NOT NULL THEN
+        SELECT * INTO t FROM progressdb.threads th WHERE th.id = m.thread;
+        IF m.seq <= progressdb._authorize(t, actor, 'read') THEN
+            RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = CASE
+                WHEN in_thread IS NULL THEN format('message %s not found', msg_id)
+                ELSE format('message %s not found in thread %s', msg_id, in_thread) END;
+        END IF;
+        IF action <> 'read' THEN
+            PERFORM progressdb._authorize(t, actor, action, m.author);
+        END IF;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM progressdb.threads th WHERE th.id = m.thread AND th.author = actor) THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('user %s may not access message %s', actor, m.id);
-    END IF;
-END
-$$;
-
-CREATE FUNCTION progressdb._check_write(m progressdb.messages, actor text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF actor IS NOT NULL AND m.author <> actor THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('only the author may change message %s', m.id);
-    END IF;
+    RETURN m;
 END
 $$;
 
@@ -77,7 +81,6 @@ DECLARE
     thread_id text := coalesce(post_message.thread, progressdb.new_id('thread'));
     msg_role text := coalesce(post_message.role, 'user');
     next_seq bigint;
-    owner text;
     dek bigint;
     msg_id text := progressdb.new_id('msg');
     plain jsonb := body;
@@ -88,6 +91,10 @@ DECLARE
     m progressdb.messages;
 BEGIN
     author := progressdb._ident('author', author);
+    IF actor IS NOT NULL AND actor <> author THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('user %s may not post as %s', actor, author);
+    END IF;
     thread_id := progressdb._ident('thread id', thread_id);
     body := progressdb._body(body);
     msg_role := progressdb._text('role', msg_role, 64);
@@ -95,28 +102,23 @@ BEGIN
     -- Take the next seq of the live thread. The thread row's lock, held until
     -- commit, gives concurrent appends to one thread distinct, gap-free seqs,
     -- while appends to other threads go on in parallel.
+    -- The same update records the thread's activity (inbox order).
     FOR attempt IN 1..2 LOOP
-        UPDATE progressdb.threads th SET last_seq = th.last_seq + 1
+        UPDATE progressdb.threads th SET last_seq = th.last_seq + 1, last_activity_ts = now_ns
          WHERE th.id = thread_id AND th.deleted_ts IS NULL
-        RETURNING th.last_seq, th.author, th.dek_id INTO next_seq, owner, dek;
+        RETURNING th.* INTO t;
         EXIT WHEN FOUND OR attempt = 2;
         -- No live thread: create it, owned by the author. When that loses a
         -- race with a concurrent creator, take a seq in the winner's thread.
         t := progressdb._insert_thread(thread_id, author, NULL, NULL, 1);
-        IF t.id IS NOT NULL THEN
-            next_seq := 1;
-            owner := t.author;
-            dek := t.dek_id;
-            EXIT;
-        END IF;
+        EXIT WHEN t.id IS NOT NULL;
     END LOOP;
-    IF next_seq IS NULL THEN
+    IF t.id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_id);
     END IF;
-    IF actor IS NOT NULL AND owner <> actor THEN
-        RAISE EXCEPTION USING ERRCODE = '42501',
-            MESSAGE = format('user %s may not post to thread %s', actor, thread_id);
-    END IF;
+    next_seq := t.last_seq;
+    dek := t.dek_id;
+    PERFORM progressdb._authorize(t, actor, 'post');
 
     IF reply_to IS NOT NULL THEN
         SELECT mm.thread INTO parent_thread FROM progressdb.messages mm
@@ -141,9 +143,8 @@ CREATE FUNCTION progressdb.get_message(id text, actor text DEFAULT NULL, in_thre
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    m progressdb.messages := progressdb._message_for(get_message.id, in_thread, false);
+    m progressdb.messages := progressdb._message_access(get_message.id, in_thread, false, actor, 'read');
 BEGIN
-    PERFORM progressdb._check_read(m, actor);
     RETURN progressdb._message_json(m);
 END
 $$;
@@ -172,13 +173,16 @@ LANGUAGE sql STABLE AS $$
      LIMIT p_lim
 $$;
 
-CREATE FUNCTION progressdb._cursor_seq(thread_id text, msg_id text, what text) RETURNS bigint
+-- The seq of a cursor message; it must be a message of the thread that the
+-- caller can see (seq above `vis`), else 22023.
+CREATE FUNCTION progressdb._cursor_seq(thread_id text, msg_id text, what text, vis bigint DEFAULT 0)
+RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     s bigint;
 BEGIN
     SELECT mm.seq INTO s FROM progressdb.messages mm WHERE mm.id = msg_id AND mm.thread = thread_id LIMIT 1;
-    IF s IS NULL THEN
+    IF s IS NULL OR s <= vis THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('%s cursor %s is not a message of thread %s', what, msg_id, thread_id);
     END IF;
@@ -201,7 +205,9 @@ SET jit = off
 AS $$
 DECLARE
     max_seq constant bigint := 9223372036854775807;
-    t progressdb.threads := progressdb._thread_for(list_messages.thread, actor);
+    t progressdb.threads := progressdb._thread_for(list_messages.thread, NULL);
+    -- The caller sees seqs above vis only (history 'joined'); one index probe.
+    vis constant bigint := progressdb._authorize(t, actor, 'read');
     inc boolean := coalesce(include_deleted, false);
     b_seq bigint := max_seq;
     a_seq bigint;
@@ -214,25 +220,28 @@ DECLARE
 BEGIN
     lim := progressdb._limit(lim);
     IF before IS NOT NULL THEN
-        b_seq := progressdb._cursor_seq(t.id, before, 'before');
+        b_seq := progressdb._cursor_seq(t.id, before, 'before', vis);
     END IF;
     IF after IS NULL THEN
         -- No cursor: the newest page; `before`: the page just older than it.
         -- Both from timeline chunks where the thread is compacted that far
         -- (compaction.sql), else an index range scan of the messages.
+        -- Messages the caller may not see are all older than the ones they
+        -- may: dropping them leaves the right (shorter) page.
         SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
           INTO msgs, lo, hi
           FROM progressdb._page_before(t.id, CASE WHEN before IS NULL THEN t.last_seq + 1 ELSE b_seq END,
-                                       lim, inc) p;
+                                       lim, inc) p
+         WHERE p.seq > vis;
     ELSE
-        a_seq := progressdb._cursor_seq(t.id, after, 'after');
+        a_seq := greatest(progressdb._cursor_seq(t.id, after, 'after', vis), vis);
         SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
           INTO msgs, lo, hi
           FROM progressdb._page_newer(t.id, a_seq, b_seq, lim, inc) p;
     END IF;
 
     IF lo IS NULL THEN
-        lo := coalesce(a_seq, 0) + 1;
+        lo := greatest(coalesce(a_seq, 0), vis) + 1;
         hi := b_seq - 1;
     END IF;
     -- Anything (visible) beyond the page on either side? A page shorter than
@@ -240,7 +249,8 @@ BEGIN
     -- newer than the newest page: no probe needed then.
     has_before := (jsonb_array_length(msgs) = lim OR after IS NOT NULL)
                   AND EXISTS (SELECT 1 FROM progressdb.messages mm
-                               WHERE mm.thread = t.id AND mm.seq < lo AND (inc OR mm.deleted_ts IS NULL));
+                               WHERE mm.thread = t.id AND mm.seq < lo AND mm.seq > vis
+                                 AND (inc OR mm.deleted_ts IS NULL));
     has_after := (before IS NOT NULL OR after IS NOT NULL)
                  AND EXISTS (SELECT 1 FROM progressdb.messages mm
                               WHERE mm.thread = t.id AND mm.seq > hi AND (inc OR mm.deleted_ts IS NULL));
@@ -265,8 +275,7 @@ DECLARE
     sealed text;
 BEGIN
     body := progressdb._body(body);
-    m := progressdb._message_for(edit_message.id, in_thread, false);
-    PERFORM progressdb._check_write(m, actor);
+    m := progressdb._message_access(edit_message.id, in_thread, false, actor, 'edit');
     -- Lock the row first: an encrypted body is sealed for the version it will
     -- become, and the thread's data key is read after any rotation holding
     -- this row has committed.
@@ -291,9 +300,8 @@ CREATE FUNCTION progressdb.delete_message(id text, actor text DEFAULT NULL, in_t
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    m progressdb.messages := progressdb._message_for(delete_message.id, in_thread, true);
+    m progressdb.messages := progressdb._message_access(delete_message.id, in_thread, true, actor, 'delete');
 BEGIN
-    PERFORM progressdb._check_write(m, actor);
     m := progressdb._lock_message(m);
     -- Deleting a deleted message changes nothing (idempotent, keeps the first deleted_ts).
     UPDATE progressdb.messages mm SET deleted_ts = progressdb.now_ns()
@@ -305,9 +313,8 @@ CREATE FUNCTION progressdb.restore_message(id text, actor text DEFAULT NULL, in_
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
-    m progressdb.messages := progressdb._message_for(restore_message.id, in_thread, true);
+    m progressdb.messages := progressdb._message_access(restore_message.id, in_thread, true, actor, 'restore');
 BEGIN
-    PERFORM progressdb._check_write(m, actor);
     m := progressdb._lock_message(m);
     UPDATE progressdb.messages mm SET deleted_ts = NULL
      WHERE mm.thread = m.thread AND mm.seq = m.seq

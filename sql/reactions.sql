@@ -11,8 +11,7 @@ DECLARE
 BEGIN
     identity := progressdb._ident('identity', identity);
     reaction := progressdb._text('reaction', reaction, 64);
-    m := progressdb._message_for(add_reaction.id, in_thread, false);
-    PERFORM progressdb._check_read(m, actor);
+    m := progressdb._message_access(add_reaction.id, in_thread, false, actor, 'react');
     m := progressdb._lock_message(m);
     UPDATE progressdb.messages mm
        SET reactions = mm.reactions || jsonb_build_object(add_reaction.identity, add_reaction.reaction)
@@ -30,8 +29,7 @@ DECLARE
     m progressdb.messages;
 BEGIN
     identity := progressdb._ident('identity', identity);
-    m := progressdb._message_for(remove_reaction.id, in_thread, false);
-    PERFORM progressdb._check_read(m, actor);
+    m := progressdb._message_access(remove_reaction.id, in_thread, false, actor, 'react');
     m := progressdb._lock_message(m);
     -- Removing a reaction that is not there changes nothing (idempotent).
     UPDATE progressdb.messages mm SET reactions = mm.reactions - remove_reaction.identity
@@ -43,9 +41,8 @@ CREATE FUNCTION progressdb.reactions(id text, actor text DEFAULT NULL, in_thread
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    m progressdb.messages := progressdb._message_for(reactions.id, in_thread, false);
+    m progressdb.messages := progressdb._message_access(reactions.id, in_thread, false, actor, 'read');
 BEGIN
-    PERFORM progressdb._check_read(m, actor);
     RETURN jsonb_build_object('id', m.id, 'reactions',
         (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.key, 'reaction', r.value)
                                    ORDER BY r.key COLLATE "C"), '[]')

@@ -5,11 +5,10 @@ CREATE FUNCTION progressdb.replies(id text, lim integer DEFAULT 100, actor text 
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    m progressdb.messages := progressdb._message_for(replies.id, in_thread, false);
+    m progressdb.messages := progressdb._message_access(replies.id, in_thread, false, actor, 'read');
     result jsonb;
 BEGIN
     lim := progressdb._limit(lim);
-    PERFORM progressdb._check_read(m, actor);
     SELECT coalesce(jsonb_agg(progressdb._message_json(r) ORDER BY r.seq), '[]') INTO result
       FROM (SELECT * FROM progressdb.messages mm
              WHERE mm.thread = m.thread AND mm.reply_to = m.id AND mm.deleted_ts IS NULL

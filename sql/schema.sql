@@ -23,12 +23,20 @@ CREATE TABLE progressdb.threads (
     encrypted   boolean NOT NULL DEFAULT false,
     dek_id      bigint,                    -- current data key of an encrypted thread
     last_seq    bigint  NOT NULL DEFAULT 0, -- per-thread message counter; its row lock orders appends
+    -- 0.2.0 (appended, so a fresh install and an upgraded 0.1.0 have the same columns in the same order):
+    metadata    jsonb   NOT NULL DEFAULT '{}',      -- client data, a JSON object <= 16 KiB
+    history     text    NOT NULL DEFAULT 'shared',  -- 'shared' | 'joined' (members.sql)
+    member_count integer NOT NULL DEFAULT 0,        -- kept by add/remove_member
+    last_activity_ts bigint NOT NULL,               -- creation, then each post: orders inboxes
     CONSTRAINT threads_pkey PRIMARY KEY (id),
-    CONSTRAINT threads_id_length CHECK (length(id) BETWEEN 1 AND 128)
+    CONSTRAINT threads_id_length CHECK (length(id) BETWEEN 1 AND 128),
+    CONSTRAINT threads_history CHECK (history IN ('shared', 'joined')),
+    CONSTRAINT threads_metadata_object CHECK (jsonb_typeof(metadata) = 'object')
 );
--- Listing "my threads" newest first, and all threads for admins.
-CREATE INDEX threads_author_created_idx ON progressdb.threads (author, created_ts DESC, id DESC);
-CREATE INDEX threads_created_idx ON progressdb.threads (created_ts DESC, id DESC);
+-- All threads, newest activity first (the service's listing; a user's inbox
+-- starts from thread_members instead).
+CREATE INDEX threads_activity_idx ON progressdb.threads (last_activity_ts DESC, id DESC)
+    WHERE deleted_ts IS NULL;
 
 -- Numbers default titles ("New Thread #<n>").
 CREATE SEQUENCE progressdb.thread_number_seq;
@@ -98,6 +106,23 @@ CREATE TABLE progressdb.message_chunks (
 -- Kept in the heap page (already compressed: no TOAST, no second compression).
 ALTER TABLE progressdb.message_chunks ALTER COLUMN packed SET STORAGE MAIN;
 
+-- Members of a thread and their roles (members.sql). Keyed by thread first
+-- (distribution-ready); a user's memberships are found by user_idx. Posting
+-- writes nothing here: read state is a position, unread is counted on read.
+CREATE TABLE progressdb.thread_members (
+    thread        text    NOT NULL,
+    user_id       text    NOT NULL,
+    role          text    NOT NULL,
+    joined_ts     bigint  NOT NULL,          -- when they (last) joined, Unix nanoseconds
+    joined_seq    bigint  NOT NULL,          -- the thread's last seq then: history 'joined' shows later ones
+    added_by      text,                      -- NULL: added by the service
+    last_read_seq bigint  NOT NULL,          -- read state: never moves backwards
+    last_read     text,                      -- id of the message at last_read_seq (NULL: none read)
+    CONSTRAINT thread_members_pkey PRIMARY KEY (thread, user_id),
+    CONSTRAINT thread_members_role CHECK (role IN ('reader', 'member', 'admin', 'owner'))
+);
+CREATE INDEX thread_members_user_idx ON progressdb.thread_members (user_id, thread);
+
 -- Earlier contents of a message; the current content stays in messages.
 CREATE TABLE progressdb.message_versions (
     thread      text    NOT NULL,
@@ -127,6 +152,7 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.messages', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.message_versions', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_number_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_members', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.dek_id_seq', '');
 
 
@@ -141,16 +167,6 @@ BEGIN
     END IF;
     RETURN body;
 END
-$$;
-
--- The Thread document (API.md); optional fields are omitted when empty.
-CREATE FUNCTION progressdb._thread_json(t progressdb.threads) RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT jsonb_build_object('id', t.id, 'title', t.title, 'author', t.author, 'slug', t.slug,
-                              'created_ts', t.created_ts, 'updated_ts', t.updated_ts)
-        || CASE WHEN t.deleted_ts IS NULL THEN '{}'::jsonb
-                ELSE jsonb_build_object('deleted', true, 'deleted_ts', t.deleted_ts) END
-        || CASE WHEN t.encrypted THEN '{"encrypted": true}'::jsonb ELSE '{}'::jsonb END
 $$;
 
 -- The Message document (API.md); optional fields are omitted when empty.

@@ -27,10 +27,9 @@ CREATE FUNCTION progressdb.message_versions(id text, actor text DEFAULT NULL, in
 RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    m progressdb.messages := progressdb._message_for(message_versions.id, in_thread, false);
+    m progressdb.messages := progressdb._message_access(message_versions.id, in_thread, false, actor, 'read');
     earlier jsonb;
 BEGIN
-    PERFORM progressdb._check_read(m, actor);
     SELECT coalesce(jsonb_agg(
                progressdb._message_json((m.thread, m.seq, m.id, m.author, m.role, m.ts, v.body, v.body_enc,
                                          m.reply_to, '{}'::jsonb, v.version, v.updated_ts, NULL)::progressdb.messages)

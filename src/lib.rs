@@ -14,6 +14,7 @@ pub mod compaction;
 pub mod crypto;
 pub mod guc;
 pub mod ids;
+pub mod members;
 pub mod messages;
 pub mod reactions;
 pub mod replies;
@@ -55,7 +56,8 @@ pub mod pg_test {
             let dir = std::path::Path::new("/tmp/progressdb-pgtest-keys");
             std::fs::create_dir_all(dir).expect("key dir");
             let file = dir.join("keys");
-            let key = "test-kek-1:8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n";
+            let key =
+                "test-kek-1:8f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0\n";
             if std::fs::read_to_string(&file).ok().as_deref() == Some(key) {
                 return;
             }

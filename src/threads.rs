@@ -75,8 +75,12 @@ mod tests {
         assert!(t["slug"].as_str().unwrap().starts_with("new-thread-"));
         assert!(t["created_ts"].as_i64().unwrap() > 1_600_000_000_000_000_000);
         assert!(t.get("deleted").is_none() && t.get("encrypted").is_none());
-        let again = json(&format!("SELECT progressdb.get_thread('{id}')"));
+        // the creator's view (role, unread), as create_thread returned it
+        let again = json(&format!("SELECT progressdb.get_thread('{id}', 'alice')"));
         assert_eq!(again, t);
+        assert_eq!(t["role"], "owner");
+        assert_eq!(t["member_count"], 1);
+        assert_eq!(t["last_activity_ts"], t["created_ts"]);
     }
 
     #[pg_test]

@@ -83,7 +83,7 @@ pub async fn stop_cluster(cluster: Option<Cluster>) {
     }
 }
 
-fn make_pool(conn: &str, cfg: &Config) -> Result<Pool, String> {
+pub fn make_pool(conn: &str, cfg: &Config) -> Result<Pool, String> {
     let mut pg: tokio_postgres::Config = conn
         .parse()
         .map_err(|e| format!("invalid database connection string: {e}"))?;
@@ -214,6 +214,22 @@ impl Call {
         self
     }
 
+    pub fn opt_bigint(mut self, name: &str, v: Option<i64>) -> Self {
+        if let Some(v) = v {
+            self.push(Some(name), "int8", Box::new(v));
+        }
+        self
+    }
+
+    /// A named jsonb argument given as JSON text (see [`Call::json`]): a JSON
+    /// `null` reaches SQL as JSON null, which decides what it means.
+    pub fn opt_json(mut self, name: &str, v: Option<String>) -> Self {
+        if let Some(v) = v {
+            self.push(Some(name), "text::jsonb", Box::new(v));
+        }
+        self
+    }
+
     pub fn opt_bool(mut self, name: &str, v: Option<bool>) -> Self {
         if let Some(v) = v {
             self.push(Some(name), "bool", Box::new(v));
@@ -311,5 +327,14 @@ mod tests {
             .text(None)
             .json(Some("null".into()));
         assert!(p.sql(true).contains("$3::text::jsonb"));
+        let t = Call::new("list_threads")
+            .text(None)
+            .opt_json("metadata", Some(r#"{"a":1}"#.into()))
+            .opt_bigint("before_ts", Some(7))
+            .opt_json("nothing", None);
+        assert_eq!(
+            t.sql(true),
+            "SELECT progressdb.list_threads($1::text, metadata => $2::text::jsonb, before_ts => $3::int8)::text"
+        );
     }
 }

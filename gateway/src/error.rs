@@ -40,6 +40,11 @@ pub fn status_for_sqlstate(code: &str) -> StatusCode {
         "P0002" => StatusCode::NOT_FOUND,
         "42501" => StatusCode::FORBIDDEN,
         "23505" => StatusCode::CONFLICT,
+        // object_not_in_prerequisite_state: the change would leave the thread
+        // in a state it may not be in (removing or demoting its last owner).
+        // The request is well-formed and allowed; the thread's current state
+        // conflicts with it, so the client must change something else first.
+        "55000" => StatusCode::CONFLICT,
         // statement timeout, and the server shutting down / starting up:
         // transient, so tell clients to retry.
         "57014" | "57P01" | "57P02" | "57P03" => StatusCode::SERVICE_UNAVAILABLE,
@@ -141,6 +146,8 @@ mod tests {
             ("23505", 409),
             ("23502", 400),
             ("23503", 400),
+            ("55000", 409),
+            ("55P03", 500),
             ("57014", 503),
             ("08006", 503),
             ("08001", 503),

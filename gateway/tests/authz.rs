@@ -1,7 +1,9 @@
 //! Authorization matrix: every route × every kind of caller → the expected
 //! status, with keys configured (not the development profile). Each cell runs
-//! on fresh data (a new thread owned by alice with one message by alice that
-//! carries a reaction by alice), so mutations in one cell cannot mask another.
+//! on fresh data: a new thread owned by alice, with members rita (reader),
+//! mike (member) and ada (admin), one message by alice that carries a reaction
+//! by alice, and one message by mike — so mutations in one cell cannot mask
+//! another. The role table of the API contract decides every thread cell.
 
 mod common;
 
@@ -14,18 +16,25 @@ use serde_json::json;
 enum Who {
     NoKey,
     FrontUnsigned,
-    FrontAlice,
-    FrontBob,
+    /// signed frontend users, by their role in the cell's thread
+    FrontReader,
+    FrontMember,
+    FrontAdmin,
+    FrontOwner,
+    FrontOutsider,
     BackAlice,
     BackBob,
     AdminBob,
 }
 use Who::*;
-const ALL: [Who; 7] = [
+const ALL: [Who; 10] = [
     NoKey,
     FrontUnsigned,
-    FrontAlice,
-    FrontBob,
+    FrontReader,
+    FrontMember,
+    FrontAdmin,
+    FrontOwner,
+    FrontOutsider,
     BackAlice,
     BackBob,
     AdminBob,
@@ -36,29 +45,34 @@ fn as_who(g: &Gateway, w: Who, m: Method, path: &str) -> RequestBuilder {
         NoKey => g.req(m, path, None),
         // claims to be alice without proving it
         FrontUnsigned => g.req(m, path, Some(FRONTEND)).header("X-User-ID", "alice"),
-        FrontAlice => g.signed(m, path, "alice"),
-        FrontBob => g.signed(m, path, "bob"),
+        FrontReader => g.signed(m, path, "rita"),
+        FrontMember => g.signed(m, path, "mike"),
+        FrontAdmin => g.signed(m, path, "ada"),
+        FrontOwner => g.signed(m, path, "alice"),
+        FrontOutsider => g.signed(m, path, "bob"),
+        // a backend naming a user acts as that user (alice owns, bob is no member)
         BackAlice => g.req(m, path, Some(BACKEND)).header("X-User-ID", "alice"),
         BackBob => g.req(m, path, Some(BACKEND)).header("X-User-ID", "bob"),
-        // admins skip ownership: acting "as bob" on alice's data still works
+        // admins act as the service: acting "as bob" on alice's thread still works
         AdminBob => g.req(m, path, Some(ADMIN)).header("X-User-ID", "bob"),
     }
 }
 
 struct Case {
     method: Method,
-    /// `{t}` and `{m}` are replaced by the cell's fresh thread and message ids.
+    /// `{t}`, `{m}` and `{m2}` are replaced by the cell's fresh thread id,
+    /// alice's message id and mike's message id.
     path: &'static str,
     body: Option<serde_json::Value>,
     /// Expected status for each entry of `ALL`, in order.
-    want: [u16; 7],
+    want: [u16; 10],
 }
 
 fn case(
     method: Method,
     path: &'static str,
     body: Option<serde_json::Value>,
-    want: [u16; 7],
+    want: [u16; 10],
 ) -> Case {
     Case {
         method,
@@ -68,117 +82,269 @@ fn case(
     }
 }
 
+/// The thread roles, lowest first.
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+enum Role {
+    Reader,
+    Member,
+    Admin,
+    Owner,
+}
+
+/// A thread route that needs role `min`: members with at least that role, the
+/// owner acting through a backend, and the service (admin key) get `ok`;
+/// everyone else with a valid identity 403.
+fn needs(min: Role, ok: u16) -> [u16; 10] {
+    let r = |have: Role| if have >= min { ok } else { 403 };
+    [
+        401,
+        401,
+        r(Role::Reader),
+        r(Role::Member),
+        r(Role::Admin),
+        r(Role::Owner),
+        403,
+        ok,
+        403,
+        ok,
+    ]
+}
+
+/// One status per caller, written out where the role table alone does not
+/// decide (self-service, authorship, the last owner).
+fn each(
+    reader: u16,
+    member: u16,
+    admin: u16,
+    owner: u16,
+    back_alice: u16,
+    admin_bob: u16,
+) -> [u16; 10] {
+    [
+        401, 401, reader, member, admin, owner, 403, back_alice, 403, admin_bob,
+    ]
+}
+
 #[test]
 fn authorization_matrix() {
     let dir = temp_dir("authz");
-    let mut g = Gateway::embedded(&dir, 55421, &keyed_args());
+    let mut g = Gateway::embedded(&dir, free_port(), &keyed_args());
     g.wait_ready();
 
     let msg = || Some(json!({"body":{"text":"x"}}));
     let react = || Some(json!({"reaction":"+1"}));
-    // NoKey, FrontUnsigned, FrontAlice, FrontBob, BackAlice, BackBob, AdminBob
-    let owner_only_2xx = |ok: u16| [401, 401, ok, 403, ok, 403, ok];
-    let backend_only_2xx = |ok: u16| [401, 403, 403, 403, ok, 403, ok];
+    // the by-id message routes are outside the frontend scope
+    let backend_only_2xx = |ok: u16| [401, 403, 403, 403, 403, 403, 403, ok, 403, ok];
+    let keyed_2xx = |ok: u16| [401, 401, ok, ok, ok, ok, ok, ok, ok, ok];
+    let admin_surface = [401, 403, 403, 403, 403, 403, 403, 200, 200, 200];
+    use Role::*;
     let cases = vec![
         // collection routes: everyone with a valid identity may use them for themselves
-        case(
-            Method::GET,
-            "/v1/threads",
-            None,
-            [401, 401, 200, 200, 200, 200, 200],
-        ),
+        case(Method::GET, "/v1/threads", None, keyed_2xx(200)),
         case(
             Method::POST,
             "/v1/threads",
-            Some(json!({"title":"T"})),
-            [401, 401, 200, 200, 200, 200, 200],
+            Some(json!({"title":"T","metadata":{"k":1},"history":"joined"})),
+            keyed_2xx(200),
         ),
         case(
             Method::GET,
             "/v1/messages?thread={t}",
             None,
-            owner_only_2xx(200),
+            needs(Reader, 200),
         ),
         case(
             Method::POST,
             "/v1/messages",
             Some(json!({"thread":"{t}","body":{"a":1}})),
-            owner_only_2xx(200),
+            needs(Member, 200),
         ),
-        // thread-scoped routes: frontends allowed, ownership enforced by SQL
-        case(Method::GET, "/v1/threads/{t}", None, owner_only_2xx(200)),
+        // the thread itself
+        case(Method::GET, "/v1/threads/{t}", None, needs(Reader, 200)),
         case(
             Method::PUT,
             "/v1/threads/{t}",
             Some(json!({"title":"N"})),
-            owner_only_2xx(200),
+            needs(Admin, 200),
         ),
-        case(Method::DELETE, "/v1/threads/{t}", None, owner_only_2xx(204)),
+        case(
+            Method::PUT,
+            "/v1/threads/{t}",
+            Some(json!({"metadata":{"tier":"gold"}})),
+            needs(Admin, 200),
+        ),
+        case(
+            Method::PUT,
+            "/v1/threads/{t}",
+            Some(json!({"history":"joined"})),
+            needs(Owner, 200),
+        ),
+        case(Method::DELETE, "/v1/threads/{t}", None, needs(Owner, 204)),
+        // members
+        case(
+            Method::GET,
+            "/v1/threads/{t}/members",
+            None,
+            needs(Reader, 200),
+        ),
+        case(
+            Method::POST,
+            "/v1/threads/{t}/members",
+            Some(json!({"user":"zed"})),
+            needs(Admin, 200),
+        ),
+        case(
+            Method::POST,
+            "/v1/threads/{t}/members",
+            Some(json!({"user":"rita","role":"member"})),
+            needs(Admin, 200),
+        ),
+        case(
+            Method::POST,
+            "/v1/threads/{t}/members",
+            Some(json!({"user":"zed","role":"admin"})),
+            needs(Owner, 200),
+        ),
+        case(
+            Method::POST,
+            "/v1/threads/{t}/members",
+            Some(json!({"user":"ada","role":"owner"})),
+            needs(Owner, 200),
+        ),
+        // anyone may leave; admins remove members, only owners remove admins
+        case(
+            Method::DELETE,
+            "/v1/threads/{t}/members/rita",
+            None,
+            each(204, 403, 204, 204, 204, 204),
+        ),
+        case(
+            Method::DELETE,
+            "/v1/threads/{t}/members/mike",
+            None,
+            each(403, 204, 204, 204, 204, 204),
+        ),
+        case(
+            Method::DELETE,
+            "/v1/threads/{t}/members/ada",
+            None,
+            each(403, 403, 204, 204, 204, 204),
+        ),
+        // alice is the only owner: whoever may remove her gets 409, not 204
+        case(
+            Method::DELETE,
+            "/v1/threads/{t}/members/alice",
+            None,
+            each(403, 403, 403, 409, 409, 409),
+        ),
+        case(
+            Method::POST,
+            "/v1/threads/{t}/members",
+            Some(json!({"user":"alice","role":"admin"})),
+            each(403, 403, 403, 409, 409, 409),
+        ),
+        // read state: every member; an admin key acts for the user it names
+        // (bob, no member here)
+        case(
+            Method::POST,
+            "/v1/threads/{t}/read",
+            None,
+            each(200, 200, 200, 200, 200, 403),
+        ),
+        case(
+            Method::POST,
+            "/v1/threads/{t}/read",
+            Some(json!({"message":"{m}"})),
+            each(200, 200, 200, 200, 200, 403),
+        ),
+        // the timeline
         case(
             Method::GET,
             "/v1/threads/{t}/messages",
             None,
-            owner_only_2xx(200),
+            needs(Reader, 200),
         ),
         case(
             Method::POST,
             "/v1/threads/{t}/messages",
             msg(),
-            owner_only_2xx(200),
+            needs(Member, 200),
         ),
         case(
             Method::GET,
             "/v1/threads/{t}/messages/{m}",
             None,
-            owner_only_2xx(200),
+            needs(Reader, 200),
         ),
+        // edits: the author only (alice's message, then mike's)
         case(
             Method::PUT,
             "/v1/threads/{t}/messages/{m}",
             msg(),
-            owner_only_2xx(200),
+            each(403, 403, 403, 200, 200, 200),
         ),
+        case(
+            Method::PUT,
+            "/v1/threads/{t}/messages/{m2}",
+            msg(),
+            each(403, 200, 403, 403, 403, 200),
+        ),
+        // deletes and restores: the author, or an admin/owner moderating
         case(
             Method::DELETE,
             "/v1/threads/{t}/messages/{m}",
             None,
-            owner_only_2xx(204),
+            needs(Admin, 204),
+        ),
+        case(
+            Method::DELETE,
+            "/v1/threads/{t}/messages/{m2}",
+            None,
+            each(403, 204, 204, 204, 204, 204),
         ),
         case(
             Method::POST,
             "/v1/threads/{t}/messages/{m}/restore",
             None,
-            owner_only_2xx(200),
+            needs(Admin, 200),
+        ),
+        case(
+            Method::POST,
+            "/v1/threads/{t}/messages/{m2}/restore",
+            None,
+            each(403, 200, 200, 200, 200, 200),
         ),
         case(
             Method::GET,
             "/v1/threads/{t}/messages/{m}/versions",
             None,
-            owner_only_2xx(200),
+            needs(Reader, 200),
         ),
         case(
             Method::GET,
             "/v1/threads/{t}/messages/{m}/replies",
             None,
-            owner_only_2xx(200),
+            needs(Reader, 200),
         ),
         case(
             Method::GET,
             "/v1/threads/{t}/messages/{m}/reactions",
             None,
-            owner_only_2xx(200),
+            needs(Reader, 200),
         ),
         case(
             Method::POST,
             "/v1/threads/{t}/messages/{m}/reactions",
             react(),
-            owner_only_2xx(200),
+            needs(Member, 200),
         ),
+        // alice's reaction: a frontend user removes only their own (the
+        // gateway's 403 for the others)
         case(
             Method::DELETE,
             "/v1/threads/{t}/messages/{m}/reactions/alice",
             None,
-            owner_only_2xx(204),
+            each(403, 403, 403, 204, 204, 204),
         ),
         // message routes by id: outside the frontend scope
         case(Method::GET, "/v1/messages/{m}", None, backend_only_2xx(200)),
@@ -235,36 +401,16 @@ fn authorization_matrix() {
             Method::POST,
             "/v1/_sign",
             Some(json!({"userId":"u1"})),
-            [401, 403, 403, 403, 200, 200, 403],
+            [401, 403, 403, 403, 403, 403, 403, 200, 200, 403],
         ),
         // admin surface and metrics: backend and admin
-        case(
-            Method::GET,
-            "/admin/health",
-            None,
-            [401, 403, 403, 403, 200, 200, 200],
-        ),
-        case(
-            Method::GET,
-            "/admin/stats",
-            None,
-            [401, 403, 403, 403, 200, 200, 200],
-        ),
-        case(
-            Method::GET,
-            "/admin/threads",
-            None,
-            [401, 403, 403, 403, 200, 200, 200],
-        ),
-        case(
-            Method::GET,
-            "/metrics",
-            None,
-            [401, 403, 403, 403, 200, 200, 200],
-        ),
+        case(Method::GET, "/admin/health", None, admin_surface),
+        case(Method::GET, "/admin/stats", None, admin_surface),
+        case(Method::GET, "/admin/threads", None, admin_surface),
+        case(Method::GET, "/metrics", None, admin_surface),
         // probes: no key needed, any key accepted
-        case(Method::GET, "/healthz", None, [200; 7]),
-        case(Method::GET, "/readyz", None, [200; 7]),
+        case(Method::GET, "/healthz", None, [200; 10]),
+        case(Method::GET, "/readyz", None, [200; 10]),
     ];
 
     let mut n = 0;
@@ -294,11 +440,38 @@ fn authorization_matrix() {
                 .body(json!({"id":"alice","reaction":"<3"}).to_string()),
             );
             assert_eq!(s, 200);
+            for (user, role) in [("rita", "reader"), ("mike", "member"), ("ada", "admin")] {
+                let (s, v) = send(
+                    g.req(
+                        Method::POST,
+                        &format!("/v1/threads/{t}/members"),
+                        Some(BACKEND),
+                    )
+                    .body(json!({"user": user, "role": role}).to_string()),
+                );
+                assert_eq!((s, v["role"].as_str()), (200, Some(role)), "{v}");
+            }
+            let (s, m2) = send(
+                g.req(
+                    Method::POST,
+                    &format!("/v1/threads/{t}/messages"),
+                    Some(BACKEND),
+                )
+                .header("X-User-ID", "mike")
+                .body(json!({"body":{"text":"mike here"}}).to_string()),
+            );
+            assert_eq!(s, 200, "{m2}");
+            let mid2 = m2["id"].as_str().unwrap().to_string();
 
-            let path = c.path.replace("{t}", &t).replace("{m}", &mid);
+            let fill = |s: &str| {
+                s.replace("{t}", &t)
+                    .replace("{m2}", &mid2)
+                    .replace("{m}", &mid)
+            };
+            let path = fill(c.path);
             let mut rb = as_who(&g, *who, c.method.clone(), &path);
             if let Some(b) = &c.body {
-                rb = rb.body(b.to_string().replace("{t}", &t));
+                rb = rb.body(fill(&b.to_string()));
             }
             let (got, body) = send(rb);
             if got != c.want[i] {
@@ -394,6 +567,32 @@ fn authorization_matrix() {
         Some(ADMIN),
     ));
     assert_eq!(s, 404);
+    // read state is a user's: an admin key marks it for the user it names, and
+    // a call naming nobody is SQL's 22004 (400), for admin and backend keys alike
+    let (s, v) = send(
+        g.req(Method::POST, "/v1/threads/mx1/read", Some(ADMIN))
+            .header("X-User-ID", "alice"),
+    );
+    assert_eq!((s, v["user"].clone()), (200, json!("alice")), "{v}");
+    for key in [ADMIN, BACKEND] {
+        let (s, v) = send(
+            g.req(Method::POST, "/v1/threads/mx1/read", Some(key))
+                .body("{}"),
+        );
+        assert_eq!(s, 400, "{v}");
+    }
+    // a frontend user manages members only as themselves
+    let (s, _) = send(
+        g.signed(Method::POST, "/v1/threads/mx1/members", "alice")
+            .body(json!({"user":"zed","author":"bob"}).to_string()),
+    );
+    assert_eq!(s, 403);
+    let (s, _) = send(g.signed(
+        Method::DELETE,
+        "/v1/threads/mx1/members/rita?author=bob",
+        "alice",
+    ));
+    assert_eq!(s, 403);
     // a backend's author decides what it may list; without one it lists all
     let (_, l) = send(g.req(
         Method::GET,

@@ -183,6 +183,83 @@ fn bad_input_is_rejected_and_writes_nothing() {
             r#"{"thread":"b1","author":"alice","body":1,"reply_to":"msg-nope"}"#.into(),
             400,
         ),
+        // members, read state, thread metadata and history (release 0.2)
+        (
+            Method::POST,
+            "/v1/threads/b1/members".into(),
+            r#"{"user":5}"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/threads/b1/members".into(),
+            r#"{}"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/threads/b1/members".into(),
+            r#"{"user":"zed","role":"king"}"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/threads/nope/members".into(),
+            r#"{"user":"zed"}"#.into(),
+            404,
+        ),
+        (
+            Method::POST,
+            "/v1/threads/b1/read".into(),
+            r#"{"author":"alice","message":7}"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/threads/b1/read".into(),
+            r#"["alice"]"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/threads/b1/read".into(),
+            r#"{"author":"alice","message":"msg-nope"}"#.into(),
+            404,
+        ),
+        (Method::PUT, "/v1/threads/b1".into(), r#"{}"#.into(), 400),
+        (
+            Method::PUT,
+            "/v1/threads/b1".into(),
+            r#"{"metadata":[1]}"#.into(),
+            400,
+        ),
+        (
+            Method::PUT,
+            "/v1/threads/b1".into(),
+            r#"{"history":"sometimes"}"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/threads".into(),
+            r#"{"author":"alice","metadata":"x"}"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/threads".into(),
+            r#"{"author":"alice","history":"never"}"#.into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/v1/threads".into(),
+            format!(
+                r#"{{"author":"alice","metadata":{{"notes":"{}"}}}}"#,
+                "n".repeat(17 * 1024)
+            ),
+            400,
+        ),
     ];
     let mut failures = Vec::new();
     for (m, p, body, want) in &cases {
@@ -200,6 +277,11 @@ fn bad_input_is_rejected_and_writes_nothing() {
         ("/v1/messages?thread=b1&before=msg-nope".into(), 400),
         ("/v1/messages".into(), 400),
         ("/v1/threads?limit=x".into(), 400),
+        ("/v1/threads?metadata=%7Bkind".into(), 400),
+        ("/v1/threads?metadata=%5B1%5D".into(), 400),
+        ("/v1/threads?before_ts=yesterday".into(), 400),
+        ("/v1/threads/b1/members?limit=0".into(), 400),
+        ("/v1/threads/nope/members".into(), 404),
         ("/v1/messages/msg-nope".into(), 404),
         ("/v1/messages/msg-nope/versions".into(), 404),
         ("/v1/threads/nope".into(), 404),
@@ -231,6 +313,11 @@ fn bad_input_is_rejected_and_writes_nothing() {
     assert!(m.get("reactions").is_none(), "{m}");
     let (_, t) = send(b(Method::GET, "/v1/threads/b1"));
     assert_eq!(t["author"], "alice");
+    assert_eq!(t["history"], "shared", "{t}");
+    assert_eq!(t["member_count"], 1, "{t}");
+    let (_, l) = send(b(Method::GET, "/v1/threads/b1/members"));
+    assert_eq!(l["members"].as_array().map(Vec::len), Some(1), "{l}");
+    assert_eq!(l["members"][0]["user"], "alice");
     let (_, l) = send(b(Method::GET, "/v1/messages?thread=b1"));
     assert_eq!(l["messages"].as_array().unwrap().len(), 1);
 

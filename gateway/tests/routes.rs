@@ -67,6 +67,56 @@ fn every_route_happy_path() {
     assert_eq!(s, 200);
     assert!(ids(&l, "threads").contains(&"t1".to_string()));
 
+    // thread metadata and history, members, read state (release 0.2)
+    let (s, t) = send(
+        b(Method::PUT, "/v1/threads/t1")
+            .header("X-User-ID", "alice")
+            .body(json!({"metadata":{"team":"core"},"history":"joined"}).to_string()),
+    );
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(
+        (
+            t["title"].clone(),
+            t["metadata"].clone(),
+            t["history"].clone()
+        ),
+        (json!("Renamed"), json!({"team":"core"}), json!("joined"))
+    );
+    let (s, l) = send(b(
+        Method::GET,
+        "/v1/threads?metadata=%7B%22team%22%3A%22core%22%7D",
+    ));
+    assert_eq!((s, ids(&l, "threads")), (200, vec!["t1".to_string()]));
+    let (s, m) = send(
+        b(Method::POST, "/v1/threads/t1/members")
+            .header("X-User-ID", "alice")
+            .body(json!({"user":"bob","role":"reader"}).to_string()),
+    );
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(
+        m,
+        json!({"thread":"t1","user":"bob","role":"reader","joined_ts":m["joined_ts"],"added_by":"alice"})
+    );
+    let (s, l) = send(b(Method::GET, "/v1/threads/t1/members?limit=10"));
+    assert_eq!(s, 200, "{l}");
+    let users: Vec<&str> = l["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["alice", "bob"]);
+    let (s, r) = send(b(Method::POST, "/v1/threads/t1/read").header("X-User-ID", "bob"));
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        (r["user"].clone(), r["unread"].clone()),
+        (json!("bob"), json!(0))
+    );
+    let (s, _) = send(b(Method::DELETE, "/v1/threads/t1/members/bob"));
+    assert_eq!(s, 204);
+    let (_, t) = send(b(Method::GET, "/v1/threads/t1"));
+    assert_eq!(t["member_count"], 1, "{t}");
+
     // messages
     let (s, m1) = send(
         b(Method::POST, "/v1/messages").body(
@@ -292,7 +342,8 @@ fn every_route_happy_path() {
             let concrete = path
                 .replace("{thread}", "t-none")
                 .replace("{id}", "msg-none")
-                .replace("{identity}", "u1");
+                .replace("{identity}", "u1")
+                .replace("{user}", "u1");
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let r = a(m.clone(), &concrete).body("{}").send().unwrap();
             let status = r.status().as_u16();
@@ -304,7 +355,7 @@ fn every_route_happy_path() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 34, "documented operations");
+    assert_eq!(checked, 38, "documented operations");
 
     assert!(g.stop().success());
 }

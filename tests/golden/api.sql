@@ -31,6 +31,17 @@ SELECT progressdb.list_messages('support', include_deleted => true);
 SELECT progressdb.restore_message(:'first', 'alice');
 SELECT progressdb.stats();
 
+-- members, roles, read state, inbox (0.2)
+SELECT progressdb.add_member('support', 'carol', 'member', 'alice');
+SELECT progressdb.add_member('support', 'dan', 'reader');
+SELECT progressdb.list_members('support', 'carol');
+SELECT progressdb.post_message('support', 'alice', '{"text":"Any news?"}', actor => 'alice') ->> 'id' AS news \gset
+SELECT progressdb.get_thread('support', 'carol');
+SELECT progressdb.mark_read('support', :'news', 'carol');
+SELECT progressdb.update_thread('support', NULL, 'alice', '{"tier":"gold"}', 'joined');
+SELECT progressdb.list_threads('carol', metadata => '{"tier":"gold"}');
+SELECT progressdb.remove_member('support', 'dan', 'alice');
+
 -- errors carry SQLSTATEs
 \set VERBOSITY sqlstate
 SELECT progressdb.get_thread('support', 'mallory');
@@ -38,3 +49,6 @@ SELECT progressdb.get_message('msg-nope');
 SELECT progressdb.post_message('support', 'alice', 'null');
 SELECT progressdb.list_messages('support', 0);
 SELECT progressdb.create_thread('carol', NULL, 'support');
+SELECT progressdb.post_message('support', 'dan', '{"text":"hi"}', actor => 'dan');
+SELECT progressdb.remove_member('support', 'alice', 'alice');
+SELECT progressdb.add_member('support', 'eve', 'boss', 'alice');

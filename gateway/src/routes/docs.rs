@@ -5,7 +5,7 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-const OPENAPI: &str = include_str!("../../assets/openapi.json");
+pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
 const DOCS_HTML: &str = include_str!("../../assets/docs.html");
 const VIEWER_HTML: &str = include_str!("../../assets/viewer.html");
 

@@ -6,7 +6,9 @@
 pub mod admin;
 pub mod docs;
 pub mod health;
+pub mod members;
 pub mod messages;
+pub mod read;
 pub mod sign;
 pub mod threads;
 
@@ -42,6 +44,16 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 }
 
 impl Body {
+    /// Like [`Body::json`], but an empty (or all-whitespace) body is `T`'s
+    /// default: for routes whose every field is optional, so that a bare
+    /// `curl -X POST` works.
+    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.0.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(T::default());
+        }
+        self.json()
+    }
+
     /// Parses a JSON object into `T`; syntax and type errors are 400s.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         let first = self.0.iter().find(|b| !b.is_ascii_whitespace());
@@ -88,11 +100,33 @@ impl Params {
     }
 
     pub fn int(&self, name: &str) -> Result<Option<i32>, ApiError> {
+        self.number(name)
+    }
+
+    /// A 64-bit integer (nanosecond timestamps).
+    pub fn bigint(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.number(name)
+    }
+
+    fn number<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
         self.get(name)
             .map(|v| {
                 v.trim()
-                    .parse::<i32>()
+                    .parse::<T>()
                     .map_err(|_| ApiError::bad_request(format!("{name} must be an integer")))
+            })
+            .transpose()
+    }
+
+    /// A JSON document passed in the query string (URL-encoded), returned as
+    /// its text for a jsonb parameter. Only its syntax is checked here; what
+    /// shape it must have is the SQL function's rule.
+    pub fn json(&self, name: &str) -> Result<Option<String>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                serde_json::from_str::<serde::de::IgnoredAny>(&v)
+                    .map(|_| v)
+                    .map_err(|e| ApiError::bad_request(format!("{name} must be JSON: {e}")))
             })
             .transpose()
     }
@@ -131,6 +165,28 @@ mod tests {
         assert_eq!(p("limit=-3").int("limit").unwrap(), Some(-3));
         assert_eq!(p("d=yes").bool("d").unwrap_err().status, 400);
         assert_eq!(p("d=0").bool("d").unwrap(), Some(false));
+        let ts = "before_ts=1757000000000000001";
+        assert_eq!(
+            p(ts).bigint("before_ts").unwrap(),
+            Some(1757000000000000001)
+        );
+        assert_eq!(
+            p("before_ts=1.5").bigint("before_ts").unwrap_err().status,
+            400
+        );
+    }
+
+    #[test]
+    fn query_json() {
+        let q = p("metadata=%7B%22kind%22%3A%22support%22%7D&bad=%7Bkind&empty=");
+        assert_eq!(
+            q.json("metadata").unwrap().as_deref(),
+            Some(r#"{"kind":"support"}"#)
+        );
+        assert_eq!(q.json("bad").unwrap_err().status, 400);
+        assert_eq!(q.json("empty").unwrap(), None);
+        // not an object, but valid JSON: the SQL function says what it must be
+        assert_eq!(p("m=%5B1%5D").json("m").unwrap().as_deref(), Some("[1]"));
     }
 
     #[derive(Deserialize, Debug)]
@@ -162,5 +218,28 @@ mod tests {
         assert_eq!(b(r#"{"thread":"#).json::<M>().unwrap_err().status, 400);
         assert_eq!(b(r#"["t",1]"#).json::<M>().unwrap_err().status, 400);
         assert_eq!(b("").json::<M>().unwrap_err().status, 400);
+    }
+
+    #[derive(Deserialize, Debug, Default)]
+    struct Opt {
+        message: Option<String>,
+    }
+
+    #[test]
+    fn optional_bodies() {
+        let b = |s: &str| Body(Bytes::from(s.to_string()));
+        assert!(b("").json_or_default::<Opt>().unwrap().message.is_none());
+        assert!(b(" \n").json_or_default::<Opt>().unwrap().message.is_none());
+        assert!(b("{}").json_or_default::<Opt>().unwrap().message.is_none());
+        let o: Opt = b(r#"{"message":"m1"}"#).json_or_default().unwrap();
+        assert_eq!(o.message.as_deref(), Some("m1"));
+        assert_eq!(b("null").json_or_default::<Opt>().unwrap_err().status, 400);
+        assert_eq!(
+            b(r#"{"message":1}"#)
+                .json_or_default::<Opt>()
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 }

@@ -4,8 +4,9 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::Extension;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use super::{Body, Params};
+use super::{raw_json, Body, Params};
 use crate::auth::Caller;
 use crate::db::Call;
 use crate::error::ApiError;
@@ -17,9 +18,19 @@ pub struct NewThread {
     title: Option<String>,
     author: Option<String>,
     encrypted: Option<bool>,
+    /// Kept as JSON text: whether it is an object (and small enough) is the
+    /// SQL function's rule, not repeated here.
+    #[serde(default, deserialize_with = "raw_json")]
+    metadata: Option<Box<RawValue>>,
+    history: Option<String>,
 }
 
-/// `POST /v1/threads` `{"title"?, "id"?, "encrypted"?}` — the author owns it.
+fn raw_text(v: Option<Box<RawValue>>) -> Option<String> {
+    v.map(|b| b.get().to_string())
+}
+
+/// `POST /v1/threads` `{"title"?, "id"?, "encrypted"?, "metadata"?, "history"?}`
+/// — the author is its first owner.
 pub async fn create(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -33,12 +44,15 @@ pub async fn create(
         .opt_text("title", t.title)
         .opt_text("id", t.id)
         .opt_bool("encrypted", t.encrypted)
+        .opt_json("metadata", raw_text(t.metadata))
+        .opt_text("history", t.history)
         .json_response(&st.pool)
         .await
 }
 
-/// `GET /v1/threads?title=&slug=&author=&limit=&before=`. The actor is whose
-/// threads to list; a backend without an author (and an admin) lists all.
+/// `GET /v1/threads?title=&slug=&metadata=&author=&limit=&before=&before_ts=`:
+/// the caller's inbox. The actor is whose threads (memberships) to list; a
+/// backend without an author (and an admin) lists all.
 pub async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -48,13 +62,19 @@ pub async fn list(
     list_call(who.actor, &q)?.json_response(&st.pool).await
 }
 
+/// Shared with `/admin/threads`. `metadata` is a URL-encoded JSON document
+/// (containment filter); `before_ts` is the cursor thread's `last_activity_ts`
+/// as the client saw it, which keeps the page boundary where it was when that
+/// thread gets a new message between two pages.
 pub fn list_call(actor: Option<String>, q: &Params) -> Result<Call, ApiError> {
     Ok(Call::new("list_threads")
         .text(actor)
         .opt_text("title", q.get("title"))
         .opt_text("slug", q.get("slug"))
         .opt_int("lim", q.int("limit")?)
-        .opt_text("before", q.get("before")))
+        .opt_text("before", q.get("before"))
+        .opt_json("metadata", q.json("metadata")?)
+        .opt_bigint("before_ts", q.bigint("before_ts")?))
 }
 
 pub async fn get(
@@ -75,8 +95,13 @@ pub async fn get(
 pub struct UpdateThread {
     title: Option<String>,
     author: Option<String>,
+    #[serde(default, deserialize_with = "raw_json")]
+    metadata: Option<Box<RawValue>>,
+    history: Option<String>,
 }
 
+/// `PUT /v1/threads/{thread}` `{"title"?, "metadata"?, "history"?}`: what is
+/// absent stays as it is (SQL NULL); nothing at all is SQL's 22004 → 400.
 pub async fn update(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -90,6 +115,8 @@ pub async fn update(
         .text(Some(id))
         .text(u.title)
         .opt_text("actor", who.actor)
+        .opt_json("metadata", raw_text(u.metadata))
+        .opt_text("history", u.history)
         .json_response(&st.pool)
         .await
 }

@@ -1,0 +1,66 @@
+-- progressdb 0.1.0 -> 0.2.0: thread members and roles, read state, inbox
+-- order, thread metadata and history visibility.
+--
+-- This is the hand-written part of the upgrade (tables, data). The file
+-- users run, sql/progressdb--0.1.0--0.2.0.sql, is this part followed by the
+-- current definitions of every function file that changed since 0.1.0; it is
+-- made by scripts/gen-upgrade.sh (the test command checks it is up to date,
+-- and the upgrade test compares an upgraded catalog with a fresh install).
+SET check_function_bodies = off;
+
+-- Threads: metadata, history visibility, member count, activity (for inbox
+-- order). New columns go last, as in a fresh install.
+ALTER TABLE progressdb.threads
+    ADD COLUMN metadata jsonb NOT NULL DEFAULT '{}',
+    ADD COLUMN history text NOT NULL DEFAULT 'shared',
+    ADD COLUMN member_count integer NOT NULL DEFAULT 0,
+    ADD COLUMN last_activity_ts bigint;
+-- A thread's activity is its newest message's time, else its creation.
+UPDATE progressdb.threads th
+   SET last_activity_ts = coalesce((SELECT m.ts FROM progressdb.messages m
+                                     WHERE m.thread = th.id ORDER BY m.seq DESC LIMIT 1),
+                                   th.created_ts);
+ALTER TABLE progressdb.threads
+    ALTER COLUMN last_activity_ts SET NOT NULL,
+    ADD CONSTRAINT threads_history CHECK (history IN ('shared', 'joined')),
+    ADD CONSTRAINT threads_metadata_object CHECK (jsonb_typeof(metadata) = 'object');
+-- Listings are by activity now; "my threads" come from thread_members.
+DROP INDEX progressdb.threads_author_created_idx;
+DROP INDEX progressdb.threads_created_idx;
+CREATE INDEX threads_activity_idx ON progressdb.threads (last_activity_ts DESC, id DESC)
+    WHERE deleted_ts IS NULL;
+
+CREATE TABLE progressdb.thread_members (
+    thread        text    NOT NULL,
+    user_id       text    NOT NULL,
+    role          text    NOT NULL,
+    joined_ts     bigint  NOT NULL,
+    joined_seq    bigint  NOT NULL,
+    added_by      text,
+    last_read_seq bigint  NOT NULL,
+    last_read     text,
+    CONSTRAINT thread_members_pkey PRIMARY KEY (thread, user_id),
+    CONSTRAINT thread_members_role CHECK (role IN ('reader', 'member', 'admin', 'owner'))
+);
+CREATE INDEX thread_members_user_idx ON progressdb.thread_members (user_id, thread);
+SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_members', '');
+
+-- Every thread's author becomes its owner, having read it all so far.
+INSERT INTO progressdb.thread_members (thread, user_id, role, joined_ts, joined_seq, added_by,
+                                       last_read_seq, last_read)
+SELECT th.id, th.author, 'owner', th.created_ts, 0, th.author, th.last_seq,
+       (SELECT m.id FROM progressdb.messages m WHERE m.thread = th.id AND m.seq = th.last_seq)
+  FROM progressdb.threads th;
+UPDATE progressdb.threads SET member_count = 1;
+
+-- Functions whose signature changed or that are gone (authorization is in
+-- progressdb._authorize now). Their new definitions follow.
+DROP FUNCTION progressdb._check_read(progressdb.messages, text);
+DROP FUNCTION progressdb._check_write(progressdb.messages, text);
+DROP FUNCTION progressdb._thread_for(text, text);
+DROP FUNCTION progressdb._thread_json(progressdb.threads);
+DROP FUNCTION progressdb._insert_thread(text, text, text, boolean, bigint);
+DROP FUNCTION progressdb._cursor_seq(text, text, text);
+DROP FUNCTION progressdb.create_thread(text, text, text, boolean);
+DROP FUNCTION progressdb.update_thread(text, text, text);
+DROP FUNCTION progressdb.list_threads(text, text, text, integer, text);
