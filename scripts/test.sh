@@ -42,6 +42,9 @@ step "installing the extension into PostgreSQL 15 (release build)"
 # cargo pgrx test leaves a test build in the system folders; replace it.
 cargo pgrx install --release --pg-config "$PG_CONFIG"
 
+step "upgrade test (0.1.0 → current)"
+bash tests/upgrade/run.sh
+
 step "integration tests (real clusters, real connections, real HTTP)"
 cargo test -p pgcluster -p progressdb-tests -p progressdb-gateway
 
@@ -49,6 +52,7 @@ step "benchmark smoke (every scenario once on a tiny dataset)"
 bash bench/run.sh --smoke --no-build
 
 step "lint"
+bash scripts/gen-upgrade.sh --check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 

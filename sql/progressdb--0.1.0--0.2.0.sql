@@ -54,7 +54,18 @@ INSERT INTO progressdb.thread_members (thread, user_id, role, joined_ts, joined_
 SELECT th.id, th.author, 'owner', th.created_ts, 0, th.author, th.last_seq,
        (SELECT m.id FROM progressdb.messages m WHERE m.thread = th.id AND m.seq = th.last_seq)
   FROM progressdb.threads th;
-UPDATE progressdb.threads SET member_count = 1;
+-- In 0.1.0 the author of a message could read it in someone else's thread
+-- (posted there by the service). To keep that, such authors become members
+-- (role member, added by the service) from the first message they wrote.
+INSERT INTO progressdb.thread_members (thread, user_id, role, joined_ts, joined_seq, added_by,
+                                       last_read_seq, last_read)
+SELECT a.thread, a.author, 'member', a.first_ts, 0, NULL, th.last_seq,
+       (SELECT m.id FROM progressdb.messages m WHERE m.thread = th.id AND m.seq = th.last_seq)
+  FROM (SELECT m.thread, m.author, min(m.ts) AS first_ts FROM progressdb.messages m
+         GROUP BY m.thread, m.author) a
+  JOIN progressdb.threads th ON th.id = a.thread AND th.author <> a.author;
+UPDATE progressdb.threads th
+   SET member_count = (SELECT count(*) FROM progressdb.thread_members mm WHERE mm.thread = th.id);
 
 -- Functions whose signature changed or that are gone (authorization is in
 -- progressdb._authorize now). Their new definitions follow.
