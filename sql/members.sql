@@ -108,14 +108,21 @@ $$;
 -- Unread messages of a member: visible, not deleted, written by others,
 -- after their read position. Counted over that range only (an index range
 -- scan), and at most 1,000: a long-unread thread costs no more than that.
+-- PL/pgSQL so the count's plan is made once per session.
 CREATE FUNCTION progressdb._unread(t progressdb.threads, mem progressdb.thread_members) RETURNS integer
-LANGUAGE sql STABLE AS $$
-    SELECT count(*)::integer FROM (
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    n integer;
+BEGIN
+    SELECT count(*)::integer INTO n FROM (
         SELECT 1 FROM progressdb.messages m
          WHERE m.thread = t.id
            AND m.seq > greatest(mem.last_read_seq, progressdb._visible_after(t, mem))
            AND m.deleted_ts IS NULL AND m.author <> mem.user_id
-         LIMIT 1000) x
+         ORDER BY m.seq
+         LIMIT 1000) x;
+    RETURN n;
+END
 $$;
 
 -- The Member document (API.md); added_by is omitted when the service added them.

@@ -23,27 +23,39 @@ $$;
 -- The Thread document (API.md), as `mem` sees it (NULL: the service, or a
 -- caller that is not a member). Optional fields are omitted when empty.
 -- last_message is the newest message the caller may see: one backward index
--- probe; unread counts only the unread range (members.sql).
+-- probe; unread counts only the unread range (members.sql). PL/pgSQL, so
+-- its queries are planned once per session, not once per thread listed.
 CREATE FUNCTION progressdb._thread_json(t progressdb.threads, mem progressdb.thread_members DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('id', t.id, 'title', t.title, 'author', t.author, 'slug', t.slug,
-                              'created_ts', t.created_ts, 'updated_ts', t.updated_ts,
-                              'metadata', t.metadata, 'history', t.history,
-                              'member_count', t.member_count, 'last_activity_ts', t.last_activity_ts)
-        || CASE WHEN t.deleted_ts IS NULL THEN '{}'::jsonb
-                ELSE jsonb_build_object('deleted', true, 'deleted_ts', t.deleted_ts) END
-        || CASE WHEN t.encrypted THEN '{"encrypted": true}'::jsonb ELSE '{}'::jsonb END
-        || coalesce((SELECT jsonb_build_object('last_message', progressdb._message_json(m))
-                       FROM progressdb.messages m
-                      WHERE m.thread = t.id AND m.seq > progressdb._visible_after(t, mem)
-                        AND m.deleted_ts IS NULL
-                      ORDER BY m.seq DESC
-                      LIMIT 1), '{}'::jsonb)
-        || CASE WHEN mem.user_id IS NULL THEN '{}'::jsonb
-                ELSE jsonb_build_object('role', mem.role, 'unread', progressdb._unread(t, mem))
-                     || CASE WHEN mem.last_read IS NULL THEN '{}'::jsonb
-                             ELSE jsonb_build_object('last_read', mem.last_read) END END
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    doc jsonb := jsonb_build_object('id', t.id, 'title', t.title, 'author', t.author, 'slug', t.slug,
+                                    'created_ts', t.created_ts, 'updated_ts', t.updated_ts,
+                                    'metadata', t.metadata, 'history', t.history,
+                                    'member_count', t.member_count, 'last_activity_ts', t.last_activity_ts);
+    last progressdb.messages;
+BEGIN
+    IF t.deleted_ts IS NOT NULL THEN
+        doc := doc || jsonb_build_object('deleted', true, 'deleted_ts', t.deleted_ts);
+    END IF;
+    IF t.encrypted THEN
+        doc := doc || '{"encrypted": true}'::jsonb;
+    END IF;
+    SELECT * INTO last FROM progressdb.messages m
+     WHERE m.thread = t.id AND m.seq > progressdb._visible_after(t, mem) AND m.deleted_ts IS NULL
+     ORDER BY m.seq DESC
+     LIMIT 1;
+    IF last.id IS NOT NULL THEN
+        doc := doc || jsonb_build_object('last_message', progressdb._message_json(last));
+    END IF;
+    IF mem.user_id IS NOT NULL THEN
+        doc := doc || jsonb_build_object('role', mem.role, 'unread', progressdb._unread(t, mem));
+        IF mem.last_read IS NOT NULL THEN
+            doc := doc || jsonb_build_object('last_read', mem.last_read);
+        END IF;
+    END IF;
+    RETURN doc;
+END
 $$;
 
 -- Thread metadata: a JSON object of at most 16 KiB (NULL stays NULL).
@@ -189,9 +201,15 @@ BEGIN
         SELECT coalesce(jsonb_agg(progressdb._thread_json(x.t, x.mem)
                                   ORDER BY (x.t).last_activity_ts DESC, (x.t).id DESC), '[]')
           INTO result
-          FROM (SELECT th AS t, mm AS mem
+          FROM (SELECT th::progressdb.threads AS t, mm AS mem
                   FROM progressdb.thread_members mm
-                  JOIN progressdb.threads th ON th.id = mm.thread
+                  -- A lateral subquery that cannot be flattened (OFFSET 0)
+                  -- fixes the plan: the user's memberships drive, each
+                  -- thread is one primary-key probe. Left free, the planner
+                  -- may walk every thread by activity instead, which is
+                  -- cheap for busy users and costs the whole table for
+                  -- users whose threads are quiet.
+                 CROSS JOIN LATERAL (SELECT * FROM progressdb.threads t1 WHERE t1.id = mm.thread OFFSET 0) th
                  WHERE mm.user_id = actor
                    AND th.deleted_ts IS NULL
                    AND (needle IS NULL OR strpos(lower(th.title), needle) > 0)

@@ -585,8 +585,23 @@ def write_md(path, recs, meta, derived, png_name):
         L.append("")
     L.append("Raw numbers: `results.json` (every run, with p50/p90/p99/mean/max latency and transaction counts).")
     L.append("")
+    text = "\n".join(L)
+    for section in kept_sections(path):
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
     with open(path, "w") as f:
-        f.write("\n".join(L))
+        f.write(text)
+
+
+def kept_sections(path):
+    """Sections that other scripts keep in RESULTS.md between <!-- NAME:begin -->
+    and <!-- NAME:end --> (bench/members.sh writes one): carried over as they
+    are when this report rewrites the file."""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except OSError:
+        return []
+    return [m.group(0) for m in re.finditer(r"<!-- ([\w-]+):begin -->.*?<!-- \1:end -->", old, re.S)]
 
 
 def write_png(path, recs, meta, derived):
