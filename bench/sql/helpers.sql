@@ -60,6 +60,7 @@ $$;
 -- chunks where the thread is compacted that far, else the messages table),
 -- below the thread's last seq for the newest page, below the cursor for a
 -- history page -- or, with whole_call, the whole list_messages() call.
+-- naive_json: the naive query wrapped in the JSON aggregate its pgbench scripts run.
 CREATE FUNCTION bench.page_sql(target text, page text, c bench.cursors, whole_call boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE AS $$
@@ -76,6 +77,10 @@ BEGIN
         RETURN format('SELECT id, created_at, author, body FROM bench.naive_messages WHERE thread = %L %s '
                       'ORDER BY created_at DESC LIMIT 50', c.thread,
                       CASE page WHEN 'newest' THEN '' ELSE format('AND created_at < %L', c.naive_ts) END);
+    ELSIF target = 'naive_json' THEN
+        -- the naive page as one JSON document built in SQL (pgbench/*_naive_json.sql)
+        RETURN format('SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.created_at), ''[]'')::text FROM (%s) m',
+                      bench.page_sql('naive', page, c));
     ELSIF target = 'langchain' THEN
         RETURN format('SELECT message FROM bench.langchain_history WHERE session_id = %L %s '
                       'ORDER BY id DESC LIMIT 50', c.thread,
