@@ -154,7 +154,9 @@ $$;
 -- Threads newest activity first. For a user, the threads they are a member
 -- of: their memberships (an index range scan on user_idx) each joined to its
 -- thread, the page cut with a top-N sort of those; for the service, all
--- threads from the activity index. The keyset cursor is (last_activity_ts,
+-- live threads, top-N sorted (last_activity_ts has no index: it would make
+-- every append a non-HOT update; listing all threads is an admin's rare
+-- call, appends are the hot path). The keyset cursor is (last_activity_ts,
 -- id) of the `before` thread: `before_ts` is the value the client saw (so a
 -- cursor thread that got a new message meanwhile does not restart the list);
 -- without it the thread's current value is used.
@@ -206,9 +208,9 @@ BEGIN
                   -- A lateral subquery that cannot be flattened (OFFSET 0)
                   -- fixes the plan: the user's memberships drive, each
                   -- thread is one primary-key probe. Left free, the planner
-                  -- may walk every thread by activity instead, which is
-                  -- cheap for busy users and costs the whole table for
-                  -- users whose threads are quiet.
+                  -- may scan every thread instead (measured before
+                  -- last_activity_ts lost its index: ~45,000 buffers for a
+                  -- user whose threads are quiet).
                  CROSS JOIN LATERAL (SELECT * FROM progressdb.threads t1 WHERE t1.id = mm.thread OFFSET 0) th
                  WHERE mm.user_id = actor
                    AND th.deleted_ts IS NULL

@@ -25,10 +25,9 @@ ALTER TABLE progressdb.threads
     ADD CONSTRAINT threads_history CHECK (history IN ('shared', 'joined')),
     ADD CONSTRAINT threads_metadata_object CHECK (jsonb_typeof(metadata) = 'object');
 -- Listings are by activity now; "my threads" come from thread_members.
+-- (last_activity_ts is not indexed: appends stay HOT updates, see schema.sql.)
 DROP INDEX progressdb.threads_author_created_idx;
 DROP INDEX progressdb.threads_created_idx;
-CREATE INDEX threads_activity_idx ON progressdb.threads (last_activity_ts DESC, id DESC)
-    WHERE deleted_ts IS NULL;
 
 CREATE TABLE progressdb.thread_members (
     thread        text    NOT NULL,
