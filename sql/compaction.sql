@@ -5,9 +5,10 @@
 -- rows rewritten in thread order need 6-7 pages for 50 messages of ~900 bytes
 -- (PostgreSQL compresses only rows over ~2 kB). Compaction therefore copies
 -- each thread's closed stretch of timeline -- messages older than `min_age`
--- that were not compacted yet -- into chunks: arrays of message rows in seq
--- order, zstd-packed (src/chunk_codec.rs), each sized to fill one heap page.
--- A history page then reads an index probe and a few chunks.
+-- that were not compacted yet -- into chunks: each message's document,
+-- rendered once (src/render.rs), in seq order, zstd-packed
+-- (src/chunk_codec.rs), each chunk sized to fill one heap page. A history
+-- page then reads an index probe and a few chunks, and concatenates.
 --
 -- The messages table stays the source of truth (lookups by id, replies,
 -- versions, edits all use it); chunks are a copy kept exact in the same
@@ -45,17 +46,28 @@ LANGUAGE sql AS $$
     SELECT pg_advisory_xact_lock_shared(hashtext('progressdb.storage'), hashtext(thread_id))
 $$;
 
+-- A message's chunk entry: its document rendered by the renderer, or, for an
+-- encrypted body, the document without the body plus the sealed body, which
+-- is opened when a page is read (src/chunk_codec.rs).
+CREATE FUNCTION progressdb._chunk_entry(m progressdb.messages) RETURNS bytea
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT progressdb._message_entry(m.seq, m.id, m.thread, m.author, m.role, m.ts, m.body::text, m.body_enc,
+                                     m.version, m.updated_ts, m.reply_to, m.deleted_ts,
+                                     CASE WHEN m.reactions <> '{}'::jsonb THEN m.reactions::text END)
+$$;
+
 -- Writes chunks for messages lo..hi of a thread, each as many messages as
--- fit (above). Returns the number of messages chunked.
+-- fit (above). Each message is rendered once; the search below only packs.
+-- Returns the number of messages chunked.
 CREATE FUNCTION progressdb._chunk_range(thread_id text, lo bigint, hi bigint)
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     max_bytes constant integer := progressdb._chunk_max_stored();
-    msgs progressdb.messages[] := ARRAY(SELECT m FROM progressdb.messages m
-                                         WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi
-                                         ORDER BY m.seq);
-    total constant integer := cardinality(msgs);
+    entries bytea[];
+    seqs bigint[];
+    dels integer[];
+    total integer;
     i integer := 1;         -- first message of the next chunk
     guess integer := 24;    -- messages in the previous chunk
     fits integer;           -- a count known to fit
@@ -67,17 +79,23 @@ DECLARE
     packed bytea;
     best bytea;
 BEGIN
+    SELECT array_agg(progressdb._chunk_entry(m) ORDER BY m.seq), array_agg(m.seq ORDER BY m.seq),
+           array_agg((m.deleted_ts IS NOT NULL)::integer ORDER BY m.seq)
+      INTO entries, seqs, dels
+      FROM progressdb.messages m
+     WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi;
+    total := coalesce(cardinality(entries), 0);
     WHILE i <= total LOOP
         -- Gallop from the previous chunk's count, then bisect.
         fits := 1;
-        best := progressdb._pack_chunk(msgs[i:i]);   -- a lone message is stored however big
+        best := progressdb._pack_chunk(entries[i:i]);   -- a lone message is stored however big
         too_many := least(progressdb._chunk_max_messages(), total - i + 1) + 1;
         grew := false;
         shrank := false;
         step := 1;
         k := greatest(2, least(guess, too_many - 1));
         WHILE too_many - fits > 1 LOOP
-            packed := progressdb._pack_chunk(msgs[i:i + k - 1]);
+            packed := progressdb._pack_chunk(entries[i:i + k - 1]);
             IF octet_length(packed) <= max_bytes THEN
                 fits := k;
                 best := packed;
@@ -92,8 +110,8 @@ BEGIN
             step := step * 2;
         END LOOP;
         INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, n_messages, n_deleted, packed)
-        VALUES (thread_id, msgs[i].seq, msgs[i + fits - 1].seq, fits,
-                (SELECT count(*) FROM unnest(msgs[i:i + fits - 1]) u WHERE u.deleted_ts IS NOT NULL), best);
+        VALUES (thread_id, seqs[i], seqs[i + fits - 1], fits,
+                (SELECT sum(d) FROM unnest(dels[i:i + fits - 1]) d), best);
         i := i + fits;
         guess := fits;
     END LOOP;
@@ -183,7 +201,8 @@ BEGIN
            FOR UPDATE;
         UPDATE progressdb.message_chunks ch
            SET (packed, n_messages, n_deleted) =
-               (SELECT progressdb._pack_chunk(coalesce(array_agg(m ORDER BY m.seq), '{}')), count(*),
+               (SELECT progressdb._pack_chunk(coalesce(array_agg(progressdb._chunk_entry(m) ORDER BY m.seq), '{}')),
+                       count(*),
                        count(*) FILTER (WHERE m.deleted_ts IS NOT NULL)
                   FROM progressdb.messages m
                  WHERE m.thread = c.thread AND m.seq BETWEEN c.first_seq AND c.last_seq)
@@ -198,55 +217,57 @@ CREATE TRIGGER messages_refresh_chunks_on_update AFTER UPDATE ON progressdb.mess
 CREATE TRIGGER messages_refresh_chunks_on_delete AFTER DELETE ON progressdb.messages
     REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION progressdb._refresh_chunks();
 
--- Timeline page (the newest page: p_before = last seq + 1; a history page:
--- p_before = the cursor): up to `p_lim` messages just older than seq
--- `p_before`, newest first. Served from chunks when the chunks hold the messages just
--- below p_before (they tile 1..compacted_seq); otherwise, or on any gap,
--- the same page from the messages table.
-CREATE FUNCTION progressdb._page_before(p_thread text, p_before bigint, p_lim integer,
-                                        p_include_deleted boolean)
-RETURNS SETOF progressdb.messages
+-- A timeline page as text (the newest page: p_before = last seq + 1; a
+-- history page: p_before = the cursor's seq): up to `p_lim` messages just
+-- older than seq `p_before` that the reader sees (seq above p_vis; deleted
+-- ones only with p_include_deleted), their documents oldest first, joined by
+-- commas; `lo`/`hi` their seqs; `has_before`: visible messages older than
+-- the page exist (read, not probed: one message past the page is read);
+-- `newer_seen`: a visible message at or after p_before was seen (NULL: not
+-- known). Served from chunks when they tile the timeline just below
+-- p_before (they tile 1..compacted_seq), looking further down while deleted
+-- messages thin the page; otherwise from the messages table, rendered.
+-- p_chunks = false reads the table only (tests compare the two).
+CREATE FUNCTION progressdb._page_text(p_thread text, p_before bigint, p_lim integer,
+                                      p_include_deleted boolean, p_vis bigint DEFAULT 0,
+                                      p_chunks boolean DEFAULT true,
+                                      OUT docs text, OUT n integer, OUT lo bigint, OUT hi bigint,
+                                      OUT has_before boolean, OUT newer_seen boolean)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    span bigint := p_lim;   -- how many seqs below p_before to look at
-    c record;
-    collected progressdb.messages[];
-    rows_of progressdb.messages[];
-    got bigint;             -- messages collected that are surely on the page
-    want bigint;            -- the last seq the next chunk down must end at
+    span bigint := p_lim + 1;   -- how many seqs below p_before to look at
+    r record;
 BEGIN
-    LOOP
-        collected := '{}';
-        got := 0;
-        want := p_before - 1;
-        FOR c IN
-            SELECT ch.first_seq, ch.last_seq, ch.packed, ch.n_deleted FROM progressdb.message_chunks ch
-             WHERE ch.thread = p_thread AND ch.first_seq < p_before
-               AND ch.first_seq > p_before - span - progressdb._chunk_max_messages()
-               AND ch.last_seq >= p_before - span
-             ORDER BY ch.first_seq DESC
+    IF p_chunks THEN
         LOOP
-            EXIT WHEN c.last_seq < want;   -- a gap: stop, checked below
-            rows_of := progressdb._unpack_chunk(c.packed, '{}'::progressdb.messages[]);
-            EXIT WHEN rows_of IS NULL;     -- not readable here: like a gap
-            collected := collected || rows_of;
-            -- At least this many of its messages are visible below p_before
-            -- (seqs have no gaps: the API never removes a message row).
-            got := got + least(c.last_seq, p_before - 1) - c.first_seq + 1
-                       - CASE WHEN p_include_deleted THEN 0 ELSE c.n_deleted END;
-            want := c.first_seq - 1;
-            EXIT WHEN got >= p_lim;
+            SELECT * INTO r FROM progressdb._chunk_page(p_thread, p_before, p_lim, p_include_deleted, p_vis,
+                ARRAY(SELECT ch.packed FROM progressdb.message_chunks ch
+                       WHERE ch.thread = p_thread AND ch.first_seq < p_before
+                         AND ch.first_seq > p_before - span - progressdb._chunk_max_messages()
+                         AND ch.last_seq >= p_before - span
+                       ORDER BY ch.first_seq DESC));
+            IF r.complete THEN
+                docs := r.docs;
+                n := r.n;
+                lo := r.lo;
+                hi := r.hi;
+                has_before := r.has_before;
+                newer_seen := r.newer_seen;
+                RETURN;
+            END IF;
+            EXIT WHEN NOT r.contiguous OR span >= p_before;
+            span := span * 4;
         END LOOP;
-        IF want = p_before - 1 OR (got < p_lim AND want >= 1 AND want >= p_before - span) THEN
-            -- Not chunked here (or a gap): the messages table has it all.
-            RETURN QUERY SELECT * FROM progressdb._page_older(p_thread, p_before, p_lim, p_include_deleted);
-            RETURN;
-        END IF;
-        EXIT WHEN got >= p_lim OR want < 1;
-        span := span * 4;   -- deleted messages thinned the page: look further down
-    END LOOP;
-    RETURN QUERY SELECT u.* FROM unnest(collected) u
-                  WHERE u.seq < p_before AND (p_include_deleted OR u.deleted_ts IS NULL)
-                  ORDER BY u.seq DESC LIMIT p_lim;
+    END IF;
+    -- Messages the reader may not see are all older than those they may:
+    -- dropping them after the LIMIT leaves the right (shorter) page.
+    SELECT string_agg(x.doc, ',' ORDER BY x.seq) FILTER (WHERE x.rn <= p_lim),
+           count(*) FILTER (WHERE x.rn <= p_lim), min(x.seq) FILTER (WHERE x.rn <= p_lim), max(x.seq),
+           count(*) > p_lim
+      INTO docs, n, lo, hi, has_before
+      FROM (SELECT m.seq, progressdb._message_text(m) AS doc,
+                   row_number() OVER (ORDER BY m.seq DESC) AS rn
+              FROM progressdb._page_older(p_thread, p_before, p_lim + 1, p_include_deleted) m
+             WHERE m.seq > p_vis) x;
 END
 $$;

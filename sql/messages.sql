@@ -73,13 +73,17 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION progressdb.post_message(thread text, author text, body jsonb, role text DEFAULT 'user',
-                                        reply_to text DEFAULT NULL, actor text DEFAULT NULL)
-RETURNS jsonb
+-- Appends a message; returns its document as JSON text (post_message is the
+-- jsonb face). The hot path: every step is a native check, one UPDATE of the
+-- thread row and one INSERT; the document is rendered from the values in
+-- hand (plaintext even in an encrypted thread), not read back.
+CREATE FUNCTION progressdb.post_message_text(thread text, author text, body jsonb, role text DEFAULT 'user',
+                                             reply_to text DEFAULT NULL, actor text DEFAULT NULL)
+RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    thread_id text := coalesce(post_message.thread, progressdb.new_id('thread'));
-    msg_role text := coalesce(post_message.role, 'user');
+    thread_id text := coalesce(post_message_text.thread, progressdb.new_id('thread'));
+    msg_role text := coalesce(post_message_text.role, 'user');
     next_seq bigint;
     dek bigint;
     msg_id text := progressdb.new_id('msg');
@@ -88,7 +92,6 @@ DECLARE
     parent_thread text;
     now_ns bigint := progressdb.now_ns();
     t progressdb.threads;
-    m progressdb.messages;
 BEGIN
     author := progressdb._ident('author', author);
     IF actor IS NOT NULL AND actor <> author THEN
@@ -96,7 +99,9 @@ BEGIN
             MESSAGE = format('user %s may not post as %s', actor, author);
     END IF;
     thread_id := progressdb._ident('thread id', thread_id);
-    body := progressdb._body(body);
+    IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';
+    END IF;
     msg_role := progressdb._text('role', msg_role, 64);
 
     -- Take the next seq of the live thread. The thread row's lock, held until
@@ -118,14 +123,16 @@ BEGIN
     END IF;
     next_seq := t.last_seq;
     dek := t.dek_id;
-    PERFORM progressdb._authorize(t, actor, 'post');
+    IF actor IS NOT NULL THEN
+        PERFORM progressdb._authorize(t, actor, 'post');
+    END IF;
 
     IF reply_to IS NOT NULL THEN
         SELECT mm.thread INTO parent_thread FROM progressdb.messages mm
-         WHERE mm.id = post_message.reply_to AND mm.thread = thread_id LIMIT 1;
+         WHERE mm.id = post_message_text.reply_to AND mm.thread = thread_id LIMIT 1;
         IF parent_thread IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = '22023',
-                MESSAGE = format('reply_to %s is not a message of thread %s', post_message.reply_to, thread_id);
+                MESSAGE = format('reply_to %s is not a message of thread %s', post_message_text.reply_to, thread_id);
         END IF;
     END IF;
 
@@ -133,10 +140,17 @@ BEGIN
         SELECT s.body, s.body_enc INTO plain, sealed FROM progressdb._seal(thread_id, msg_id, 1, dek, body) s;
     END IF;
     INSERT INTO progressdb.messages AS mm (thread, seq, id, author, role, ts, body, body_enc, reply_to, updated_ts)
-    VALUES (thread_id, next_seq, msg_id, author, msg_role, now_ns, plain, sealed, reply_to, now_ns)
-    RETURNING mm.* INTO m;
-    RETURN progressdb._message_json(m);
+    VALUES (thread_id, next_seq, msg_id, author, msg_role, now_ns, plain, sealed, reply_to, now_ns);
+    RETURN progressdb._render_message(msg_id, thread_id, author, msg_role, now_ns, body::text, NULL, 1, now_ns,
+                                      reply_to, NULL, NULL);
 END
+$$;
+
+CREATE FUNCTION progressdb.post_message(thread text, author text, body jsonb, role text DEFAULT 'user',
+                                        reply_to text DEFAULT NULL, actor text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT progressdb.post_message_text(thread, author, body, role, reply_to, actor)::jsonb
 $$;
 
 CREATE FUNCTION progressdb.get_message(id text, actor text DEFAULT NULL, in_thread text DEFAULT NULL)
@@ -173,20 +187,93 @@ LANGUAGE sql STABLE AS $$
      LIMIT p_lim
 $$;
 
--- The seq of a cursor message; it must be a message of the thread that the
--- caller can see (seq above `vis`), else 22023.
-CREATE FUNCTION progressdb._cursor_seq(thread_id text, msg_id text, what text, vis bigint DEFAULT 0)
+-- The seq a page cursor points at. Cursors of pages are opaque strings that
+-- carry the position (src/render.rs): no lookup. A message id (the cursors
+-- of 0.1) is looked up. Either must be a position the caller can see (above
+-- `vis`) in this thread's timeline, else 22023.
+CREATE FUNCTION progressdb._cursor_seq(t progressdb.threads, cursor text, what text, vis bigint DEFAULT 0)
 RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    s bigint;
+    s bigint := progressdb._cursor_position(t.id, cursor, what);
 BEGIN
-    SELECT mm.seq INTO s FROM progressdb.messages mm WHERE mm.id = msg_id AND mm.thread = thread_id LIMIT 1;
-    IF s IS NULL OR s <= vis THEN
+    IF s IS NULL THEN
+        SELECT mm.seq INTO s FROM progressdb.messages mm WHERE mm.id = cursor AND mm.thread = t.id LIMIT 1;
+    END IF;
+    IF s IS NULL OR s <= vis OR s > t.last_seq THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('%s cursor %s is not a message of thread %s', what, msg_id, thread_id);
+            MESSAGE = format('%s cursor %s is not a message of thread %s', what, cursor, t.id);
     END IF;
     RETURN s;
+END
+$$;
+
+-- A timeline page as JSON text: the documents are rendered once (chunks) or
+-- by the renderer (rows) and concatenated, never built as jsonb. The
+-- gateway serves this text as it is; list_messages is the jsonb face.
+CREATE FUNCTION progressdb.list_messages_text(thread text, lim integer DEFAULT 100, before text DEFAULT NULL,
+                                              after text DEFAULT NULL, include_deleted boolean DEFAULT false,
+                                              actor text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+-- Always the keyset plan (index range scan that stops after `lim` rows): with
+-- generic plans the planner may otherwise fetch a whole thread and sort it.
+-- JIT compiling a page's few rows would cost ~50 ms, so no JIT.
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET jit = off
+AS $$
+DECLARE
+    t progressdb.threads;
+    -- The caller sees seqs above vis only (history 'joined').
+    vis bigint := 0;
+    inc constant boolean := coalesce(include_deleted, false);
+    b_seq bigint;
+    a_seq bigint;
+    p record;
+    has_before boolean;
+    has_after boolean;
+BEGIN
+    SELECT * INTO t FROM progressdb.threads th
+     WHERE th.id = progressdb._ident('thread id', list_messages_text.thread);
+    IF NOT FOUND OR t.deleted_ts IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', list_messages_text.thread);
+    END IF;
+    IF actor IS NOT NULL THEN
+        vis := progressdb._authorize(t, actor, 'read');
+    END IF;
+    lim := progressdb._limit(lim);
+    b_seq := CASE WHEN before IS NULL THEN t.last_seq + 1
+                  ELSE progressdb._cursor_seq(t, before, 'before', vis) END;
+    IF after IS NULL THEN
+        -- No cursor: the newest page; `before`: the page just older than it.
+        SELECT * INTO p FROM progressdb._page_text(t.id, b_seq, lim, inc, vis);
+        has_before := p.has_before;
+        -- Nothing is newer than the newest page; after a history page there
+        -- is at least its cursor's message, unless that was deleted since.
+        has_after := before IS NOT NULL
+                     AND coalesce(p.newer_seen,
+                                  EXISTS (SELECT 1 FROM progressdb.messages mm
+                                           WHERE mm.thread = t.id AND mm.seq >= b_seq
+                                             AND (inc OR mm.deleted_ts IS NULL)));
+    ELSE
+        a_seq := greatest(progressdb._cursor_seq(t, after, 'after', vis), vis);
+        SELECT string_agg(x.doc, ',' ORDER BY x.seq) FILTER (WHERE x.rn <= lim) AS docs,
+               min(x.seq) AS lo, max(x.seq) FILTER (WHERE x.rn <= lim) AS hi, count(*) > lim AS more
+          INTO p
+          FROM (SELECT m.seq, progressdb._message_text(m) AS doc, row_number() OVER (ORDER BY m.seq) AS rn
+                  FROM progressdb._page_newer(t.id, a_seq, b_seq, lim + 1, inc) m) x;
+        has_after := p.more
+                     OR (before IS NOT NULL
+                         AND EXISTS (SELECT 1 FROM progressdb.messages mm
+                                      WHERE mm.thread = t.id AND mm.seq >= b_seq
+                                        AND (inc OR mm.deleted_ts IS NULL)));
+        has_before := a_seq > vis
+                      AND EXISTS (SELECT 1 FROM progressdb.messages mm
+                                   WHERE mm.thread = t.id AND mm.seq <= a_seq AND mm.seq > vis
+                                     AND (inc OR mm.deleted_ts IS NULL));
+    END IF;
+    RETURN progressdb._render_page(t.id, p.docs, has_before, has_after, p.lo, p.hi);
 END
 $$;
 
@@ -194,74 +281,8 @@ CREATE FUNCTION progressdb.list_messages(thread text, lim integer DEFAULT 100, b
                                          after text DEFAULT NULL, include_deleted boolean DEFAULT false,
                                          actor text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE
--- Always the keyset plan (index range scan that stops after `lim` rows): with
--- generic plans the planner may otherwise fetch a whole thread and sort it.
--- The few rows a chunk page sorts then look expensive to the planner; JIT
--- compiling them would cost ~50 ms a page, so no JIT (it never pays off here).
-SET enable_sort = off
-SET enable_bitmapscan = off
-SET jit = off
-AS $$
-DECLARE
-    max_seq constant bigint := 9223372036854775807;
-    t progressdb.threads := progressdb._thread_for(list_messages.thread, NULL);
-    -- The caller sees seqs above vis only (history 'joined'); one index probe.
-    vis constant bigint := progressdb._authorize(t, actor, 'read');
-    inc boolean := coalesce(include_deleted, false);
-    b_seq bigint := max_seq;
-    a_seq bigint;
-    msgs jsonb;
-    lo bigint;
-    hi bigint;
-    has_before boolean;
-    has_after boolean;
-    pagination jsonb;
-BEGIN
-    lim := progressdb._limit(lim);
-    IF before IS NOT NULL THEN
-        b_seq := progressdb._cursor_seq(t.id, before, 'before', vis);
-    END IF;
-    IF after IS NULL THEN
-        -- No cursor: the newest page; `before`: the page just older than it.
-        -- Both from timeline chunks where the thread is compacted that far
-        -- (compaction.sql), else an index range scan of the messages.
-        -- Messages the caller may not see are all older than the ones they
-        -- may: dropping them leaves the right (shorter) page.
-        SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
-          INTO msgs, lo, hi
-          FROM progressdb._page_before(t.id, CASE WHEN before IS NULL THEN t.last_seq + 1 ELSE b_seq END,
-                                       lim, inc) p
-         WHERE p.seq > vis;
-    ELSE
-        a_seq := greatest(progressdb._cursor_seq(t.id, after, 'after', vis), vis);
-        SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
-          INTO msgs, lo, hi
-          FROM progressdb._page_newer(t.id, a_seq, b_seq, lim, inc) p;
-    END IF;
-
-    IF lo IS NULL THEN
-        lo := greatest(coalesce(a_seq, 0), vis) + 1;
-        hi := b_seq - 1;
-    END IF;
-    -- Anything (visible) beyond the page on either side? A page shorter than
-    -- `lim` that reads older messages has read all of them, and nothing is
-    -- newer than the newest page: no probe needed then.
-    has_before := (jsonb_array_length(msgs) = lim OR after IS NOT NULL)
-                  AND EXISTS (SELECT 1 FROM progressdb.messages mm
-                               WHERE mm.thread = t.id AND mm.seq < lo AND mm.seq > vis
-                                 AND (inc OR mm.deleted_ts IS NULL));
-    has_after := (before IS NOT NULL OR after IS NOT NULL)
-                 AND EXISTS (SELECT 1 FROM progressdb.messages mm
-                              WHERE mm.thread = t.id AND mm.seq > hi AND (inc OR mm.deleted_ts IS NULL));
-    IF msgs = '[]'::jsonb THEN
-        pagination := jsonb_build_object('has_before', has_before, 'has_after', has_after);
-    ELSE
-        pagination := jsonb_build_object('has_before', has_before, 'has_after', has_after,
-                                         'before', msgs -> 0 -> 'id', 'after', msgs -> -1 -> 'id');
-    END IF;
-    RETURN jsonb_build_object('thread', t.id, 'messages', msgs, 'pagination', pagination);
-END
+LANGUAGE sql STABLE AS $$
+    SELECT progressdb.list_messages_text(thread, lim, before, after, include_deleted, actor)::jsonb
 $$;
 
 CREATE FUNCTION progressdb.edit_message(id text, body jsonb, actor text DEFAULT NULL,

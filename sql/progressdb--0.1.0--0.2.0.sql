@@ -78,6 +78,135 @@ DROP FUNCTION progressdb.create_thread(text, text, text, boolean);
 DROP FUNCTION progressdb.update_thread(text, text, text);
 DROP FUNCTION progressdb.list_threads(text, text, text, integer, text);
 
+-- Rendered documents (src/render.rs). Timeline chunks now hold each
+-- message's rendered document (src/chunk_codec.rs) instead of rows. Chunks
+-- are derived data: those of 0.1.0 go, and compaction (the background worker
+-- or progressdb.compact()) rebuilds them in the new format; until then pages
+-- are read from the messages table.
+DROP FUNCTION progressdb._page_before(text, bigint, integer, boolean);
+DROP FUNCTION progressdb._message_core_json(progressdb.messages);
+DROP FUNCTION progressdb._pack_chunk(anyarray);
+DROP FUNCTION progressdb._unpack_chunk(bytea, anyarray);
+TRUNCATE progressdb.message_chunks, progressdb.compaction_state;
+
+CREATE FUNCTION progressdb._render_message(
+	"id" TEXT, /* & str */
+	"thread" TEXT, /* & str */
+	"author" TEXT, /* & str */
+	"role" TEXT, /* & str */
+	"ts" bigint, /* i64 */
+	"body" TEXT, /* Option < & str > */
+	"body_enc" TEXT, /* Option < & str > */
+	"version" INT, /* i32 */
+	"updated_ts" bigint, /* i64 */
+	"reply_to" TEXT, /* Option < & str > */
+	"deleted_ts" bigint, /* Option < i64 > */
+	"reactions" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'render_message_wrapper';
+
+CREATE FUNCTION progressdb._render_page(
+	"thread" TEXT, /* & str */
+	"messages" TEXT, /* Option < & str > */
+	"has_before" bool, /* bool */
+	"has_after" bool, /* bool */
+	"lo" bigint, /* Option < i64 > */
+	"hi" bigint /* Option < i64 > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'render_page_wrapper';
+
+CREATE FUNCTION progressdb._cursor_position(
+	"thread" TEXT, /* & str */
+	"cursor" TEXT, /* & str */
+	"what" TEXT /* & str */
+) RETURNS bigint /* Option < i64 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cursor_position_wrapper';
+
+CREATE FUNCTION progressdb._message_entry(
+	"seq" bigint, /* i64 */
+	"id" TEXT, /* & str */
+	"thread" TEXT, /* & str */
+	"author" TEXT, /* & str */
+	"role" TEXT, /* & str */
+	"ts" bigint, /* i64 */
+	"body" TEXT, /* Option < & str > */
+	"body_enc" TEXT, /* Option < & str > */
+	"version" INT, /* i32 */
+	"updated_ts" bigint, /* i64 */
+	"reply_to" TEXT, /* Option < & str > */
+	"deleted_ts" bigint, /* Option < i64 > */
+	"reactions" TEXT /* Option < & str > */
+) RETURNS bytea /* Vec < u8 > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'message_entry_wrapper';
+
+CREATE FUNCTION progressdb._pack_chunk(
+	"entries" bytea[] /* Array < & [u8] > */
+) RETURNS bytea /* Vec < u8 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pack_chunk_wrapper';
+
+CREATE FUNCTION progressdb._unpack_chunk(
+	"packed" bytea /* & [u8] */
+) RETURNS TABLE (
+	"seq" bigint,  /* i64 */
+	"deleted" bool,  /* bool */
+	"doc" TEXT,  /* String */
+	"plain" TEXT,  /* Option < String > */
+	"envelope" TEXT  /* Option < String > */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unpack_chunk_wrapper';
+
+CREATE FUNCTION progressdb._chunk_page(
+	"thread" TEXT, /* & str */
+	"before" bigint, /* i64 */
+	"lim" INT, /* i32 */
+	"include_deleted" bool, /* bool */
+	"vis" bigint, /* i64 */
+	"chunks" bytea[] /* Array < & [u8] > */
+) RETURNS TABLE (
+	"docs" TEXT,  /* Option < String > */
+	"n" INT,  /* i32 */
+	"lo" bigint,  /* Option < i64 > */
+	"hi" bigint,  /* Option < i64 > */
+	"has_before" bool,  /* bool */
+	"newer_seen" bool,  /* Option < bool > */
+	"complete" bool,  /* bool */
+	"contiguous" bool  /* bool */
+)
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'chunk_page_sql_wrapper';
+
+-- ===== sql/render.sql =====
+-- The Message document, rendered by one function (src/render.rs) from a
+-- stored row. Encrypted bodies are opened there, so every reader returns
+-- plaintext. Plain SQL functions: the planner inlines them into the caller's
+-- query, which passes the columns straight to the renderer.
+
+CREATE OR REPLACE FUNCTION progressdb._message_text(m progressdb.messages) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT progressdb._render_message(m.id, m.thread, m.author, m.role, m.ts, m.body::text, m.body_enc,
+                                      m.version, m.updated_ts, m.reply_to, m.deleted_ts,
+                                      CASE WHEN m.reactions <> '{}'::jsonb THEN m.reactions::text END)
+$$;
+
+-- The same document as jsonb, for the SQL API's jsonb functions.
+CREATE OR REPLACE FUNCTION progressdb._message_json(m progressdb.messages) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT progressdb._message_text(m)::jsonb
+$$;
+
 -- ===== sql/members.sql =====
 -- Members, roles and read state (API.md, release 0.2).
 --
@@ -738,13 +867,17 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION progressdb.post_message(thread text, author text, body jsonb, role text DEFAULT 'user',
-                                        reply_to text DEFAULT NULL, actor text DEFAULT NULL)
-RETURNS jsonb
+-- Appends a message; returns its document as JSON text (post_message is the
+-- jsonb face). The hot path: every step is a native check, one UPDATE of the
+-- thread row and one INSERT; the document is rendered from the values in
+-- hand (plaintext even in an encrypted thread), not read back.
+CREATE OR REPLACE FUNCTION progressdb.post_message_text(thread text, author text, body jsonb, role text DEFAULT 'user',
+                                             reply_to text DEFAULT NULL, actor text DEFAULT NULL)
+RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    thread_id text := coalesce(post_message.thread, progressdb.new_id('thread'));
-    msg_role text := coalesce(post_message.role, 'user');
+    thread_id text := coalesce(post_message_text.thread, progressdb.new_id('thread'));
+    msg_role text := coalesce(post_message_text.role, 'user');
     next_seq bigint;
     dek bigint;
     msg_id text := progressdb.new_id('msg');
@@ -753,7 +886,6 @@ DECLARE
     parent_thread text;
     now_ns bigint := progressdb.now_ns();
     t progressdb.threads;
-    m progressdb.messages;
 BEGIN
     author := progressdb._ident('author', author);
     IF actor IS NOT NULL AND actor <> author THEN
@@ -761,7 +893,9 @@ BEGIN
             MESSAGE = format('user %s may not post as %s', actor, author);
     END IF;
     thread_id := progressdb._ident('thread id', thread_id);
-    body := progressdb._body(body);
+    IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';
+    END IF;
     msg_role := progressdb._text('role', msg_role, 64);
 
     -- Take the next seq of the live thread. The thread row's lock, held until
@@ -783,14 +917,16 @@ BEGIN
     END IF;
     next_seq := t.last_seq;
     dek := t.dek_id;
-    PERFORM progressdb._authorize(t, actor, 'post');
+    IF actor IS NOT NULL THEN
+        PERFORM progressdb._authorize(t, actor, 'post');
+    END IF;
 
     IF reply_to IS NOT NULL THEN
         SELECT mm.thread INTO parent_thread FROM progressdb.messages mm
-         WHERE mm.id = post_message.reply_to AND mm.thread = thread_id LIMIT 1;
+         WHERE mm.id = post_message_text.reply_to AND mm.thread = thread_id LIMIT 1;
         IF parent_thread IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = '22023',
-                MESSAGE = format('reply_to %s is not a message of thread %s', post_message.reply_to, thread_id);
+                MESSAGE = format('reply_to %s is not a message of thread %s', post_message_text.reply_to, thread_id);
         END IF;
     END IF;
 
@@ -798,10 +934,17 @@ BEGIN
         SELECT s.body, s.body_enc INTO plain, sealed FROM progressdb._seal(thread_id, msg_id, 1, dek, body) s;
     END IF;
     INSERT INTO progressdb.messages AS mm (thread, seq, id, author, role, ts, body, body_enc, reply_to, updated_ts)
-    VALUES (thread_id, next_seq, msg_id, author, msg_role, now_ns, plain, sealed, reply_to, now_ns)
-    RETURNING mm.* INTO m;
-    RETURN progressdb._message_json(m);
+    VALUES (thread_id, next_seq, msg_id, author, msg_role, now_ns, plain, sealed, reply_to, now_ns);
+    RETURN progressdb._render_message(msg_id, thread_id, author, msg_role, now_ns, body::text, NULL, 1, now_ns,
+                                      reply_to, NULL, NULL);
 END
+$$;
+
+CREATE OR REPLACE FUNCTION progressdb.post_message(thread text, author text, body jsonb, role text DEFAULT 'user',
+                                        reply_to text DEFAULT NULL, actor text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT progressdb.post_message_text(thread, author, body, role, reply_to, actor)::jsonb
 $$;
 
 CREATE OR REPLACE FUNCTION progressdb.get_message(id text, actor text DEFAULT NULL, in_thread text DEFAULT NULL)
@@ -838,20 +981,93 @@ LANGUAGE sql STABLE AS $$
      LIMIT p_lim
 $$;
 
--- The seq of a cursor message; it must be a message of the thread that the
--- caller can see (seq above `vis`), else 22023.
-CREATE OR REPLACE FUNCTION progressdb._cursor_seq(thread_id text, msg_id text, what text, vis bigint DEFAULT 0)
+-- The seq a page cursor points at. Cursors of pages are opaque strings that
+-- carry the position (src/render.rs): no lookup. A message id (the cursors
+-- of 0.1) is looked up. Either must be a position the caller can see (above
+-- `vis`) in this thread's timeline, else 22023.
+CREATE OR REPLACE FUNCTION progressdb._cursor_seq(t progressdb.threads, cursor text, what text, vis bigint DEFAULT 0)
 RETURNS bigint
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    s bigint;
+    s bigint := progressdb._cursor_position(t.id, cursor, what);
 BEGIN
-    SELECT mm.seq INTO s FROM progressdb.messages mm WHERE mm.id = msg_id AND mm.thread = thread_id LIMIT 1;
-    IF s IS NULL OR s <= vis THEN
+    IF s IS NULL THEN
+        SELECT mm.seq INTO s FROM progressdb.messages mm WHERE mm.id = cursor AND mm.thread = t.id LIMIT 1;
+    END IF;
+    IF s IS NULL OR s <= vis OR s > t.last_seq THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
-            MESSAGE = format('%s cursor %s is not a message of thread %s', what, msg_id, thread_id);
+            MESSAGE = format('%s cursor %s is not a message of thread %s', what, cursor, t.id);
     END IF;
     RETURN s;
+END
+$$;
+
+-- A timeline page as JSON text: the documents are rendered once (chunks) or
+-- by the renderer (rows) and concatenated, never built as jsonb. The
+-- gateway serves this text as it is; list_messages is the jsonb face.
+CREATE OR REPLACE FUNCTION progressdb.list_messages_text(thread text, lim integer DEFAULT 100, before text DEFAULT NULL,
+                                              after text DEFAULT NULL, include_deleted boolean DEFAULT false,
+                                              actor text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+-- Always the keyset plan (index range scan that stops after `lim` rows): with
+-- generic plans the planner may otherwise fetch a whole thread and sort it.
+-- JIT compiling a page's few rows would cost ~50 ms, so no JIT.
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET jit = off
+AS $$
+DECLARE
+    t progressdb.threads;
+    -- The caller sees seqs above vis only (history 'joined').
+    vis bigint := 0;
+    inc constant boolean := coalesce(include_deleted, false);
+    b_seq bigint;
+    a_seq bigint;
+    p record;
+    has_before boolean;
+    has_after boolean;
+BEGIN
+    SELECT * INTO t FROM progressdb.threads th
+     WHERE th.id = progressdb._ident('thread id', list_messages_text.thread);
+    IF NOT FOUND OR t.deleted_ts IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', list_messages_text.thread);
+    END IF;
+    IF actor IS NOT NULL THEN
+        vis := progressdb._authorize(t, actor, 'read');
+    END IF;
+    lim := progressdb._limit(lim);
+    b_seq := CASE WHEN before IS NULL THEN t.last_seq + 1
+                  ELSE progressdb._cursor_seq(t, before, 'before', vis) END;
+    IF after IS NULL THEN
+        -- No cursor: the newest page; `before`: the page just older than it.
+        SELECT * INTO p FROM progressdb._page_text(t.id, b_seq, lim, inc, vis);
+        has_before := p.has_before;
+        -- Nothing is newer than the newest page; after a history page there
+        -- is at least its cursor's message, unless that was deleted since.
+        has_after := before IS NOT NULL
+                     AND coalesce(p.newer_seen,
+                                  EXISTS (SELECT 1 FROM progressdb.messages mm
+                                           WHERE mm.thread = t.id AND mm.seq >= b_seq
+                                             AND (inc OR mm.deleted_ts IS NULL)));
+    ELSE
+        a_seq := greatest(progressdb._cursor_seq(t, after, 'after', vis), vis);
+        SELECT string_agg(x.doc, ',' ORDER BY x.seq) FILTER (WHERE x.rn <= lim) AS docs,
+               min(x.seq) AS lo, max(x.seq) FILTER (WHERE x.rn <= lim) AS hi, count(*) > lim AS more
+          INTO p
+          FROM (SELECT m.seq, progressdb._message_text(m) AS doc, row_number() OVER (ORDER BY m.seq) AS rn
+                  FROM progressdb._page_newer(t.id, a_seq, b_seq, lim + 1, inc) m) x;
+        has_after := p.more
+                     OR (before IS NOT NULL
+                         AND EXISTS (SELECT 1 FROM progressdb.messages mm
+                                      WHERE mm.thread = t.id AND mm.seq >= b_seq
+                                        AND (inc OR mm.deleted_ts IS NULL)));
+        has_before := a_seq > vis
+                      AND EXISTS (SELECT 1 FROM progressdb.messages mm
+                                   WHERE mm.thread = t.id AND mm.seq <= a_seq AND mm.seq > vis
+                                     AND (inc OR mm.deleted_ts IS NULL));
+    END IF;
+    RETURN progressdb._render_page(t.id, p.docs, has_before, has_after, p.lo, p.hi);
 END
 $$;
 
@@ -859,74 +1075,8 @@ CREATE OR REPLACE FUNCTION progressdb.list_messages(thread text, lim integer DEF
                                          after text DEFAULT NULL, include_deleted boolean DEFAULT false,
                                          actor text DEFAULT NULL)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE
--- Always the keyset plan (index range scan that stops after `lim` rows): with
--- generic plans the planner may otherwise fetch a whole thread and sort it.
--- The few rows a chunk page sorts then look expensive to the planner; JIT
--- compiling them would cost ~50 ms a page, so no JIT (it never pays off here).
-SET enable_sort = off
-SET enable_bitmapscan = off
-SET jit = off
-AS $$
-DECLARE
-    max_seq constant bigint := 9223372036854775807;
-    t progressdb.threads := progressdb._thread_for(list_messages.thread, NULL);
-    -- The caller sees seqs above vis only (history 'joined'); one index probe.
-    vis constant bigint := progressdb._authorize(t, actor, 'read');
-    inc boolean := coalesce(include_deleted, false);
-    b_seq bigint := max_seq;
-    a_seq bigint;
-    msgs jsonb;
-    lo bigint;
-    hi bigint;
-    has_before boolean;
-    has_after boolean;
-    pagination jsonb;
-BEGIN
-    lim := progressdb._limit(lim);
-    IF before IS NOT NULL THEN
-        b_seq := progressdb._cursor_seq(t.id, before, 'before', vis);
-    END IF;
-    IF after IS NULL THEN
-        -- No cursor: the newest page; `before`: the page just older than it.
-        -- Both from timeline chunks where the thread is compacted that far
-        -- (compaction.sql), else an index range scan of the messages.
-        -- Messages the caller may not see are all older than the ones they
-        -- may: dropping them leaves the right (shorter) page.
-        SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
-          INTO msgs, lo, hi
-          FROM progressdb._page_before(t.id, CASE WHEN before IS NULL THEN t.last_seq + 1 ELSE b_seq END,
-                                       lim, inc) p
-         WHERE p.seq > vis;
-    ELSE
-        a_seq := greatest(progressdb._cursor_seq(t.id, after, 'after', vis), vis);
-        SELECT coalesce(jsonb_agg(progressdb._message_json(p) ORDER BY p.seq), '[]'), min(p.seq), max(p.seq)
-          INTO msgs, lo, hi
-          FROM progressdb._page_newer(t.id, a_seq, b_seq, lim, inc) p;
-    END IF;
-
-    IF lo IS NULL THEN
-        lo := greatest(coalesce(a_seq, 0), vis) + 1;
-        hi := b_seq - 1;
-    END IF;
-    -- Anything (visible) beyond the page on either side? A page shorter than
-    -- `lim` that reads older messages has read all of them, and nothing is
-    -- newer than the newest page: no probe needed then.
-    has_before := (jsonb_array_length(msgs) = lim OR after IS NOT NULL)
-                  AND EXISTS (SELECT 1 FROM progressdb.messages mm
-                               WHERE mm.thread = t.id AND mm.seq < lo AND mm.seq > vis
-                                 AND (inc OR mm.deleted_ts IS NULL));
-    has_after := (before IS NOT NULL OR after IS NOT NULL)
-                 AND EXISTS (SELECT 1 FROM progressdb.messages mm
-                              WHERE mm.thread = t.id AND mm.seq > hi AND (inc OR mm.deleted_ts IS NULL));
-    IF msgs = '[]'::jsonb THEN
-        pagination := jsonb_build_object('has_before', has_before, 'has_after', has_after);
-    ELSE
-        pagination := jsonb_build_object('has_before', has_before, 'has_after', has_after,
-                                         'before', msgs -> 0 -> 'id', 'after', msgs -> -1 -> 'id');
-    END IF;
-    RETURN jsonb_build_object('thread', t.id, 'messages', msgs, 'pagination', pagination);
-END
+LANGUAGE sql STABLE AS $$
+    SELECT progressdb.list_messages_text(thread, lim, before, after, include_deleted, actor)::jsonb
 $$;
 
 CREATE OR REPLACE FUNCTION progressdb.edit_message(id text, body jsonb, actor text DEFAULT NULL,
@@ -1104,5 +1254,280 @@ BEGIN
      WHERE v.thread = m.thread AND v.seq = m.seq;
     RETURN jsonb_build_object('id', m.id,
                               'versions', earlier || jsonb_build_array(progressdb._message_json(m)));
+END
+$$;
+
+-- ===== sql/compaction.sql =====
+-- Timeline clustering by compaction into chunks.
+--
+-- Appends from many threads arrive interleaved, so in a plain heap a page of
+-- 50 older messages of one thread sits on ~50 different heap pages, and even
+-- rows rewritten in thread order need 6-7 pages for 50 messages of ~900 bytes
+-- (PostgreSQL compresses only rows over ~2 kB). Compaction therefore copies
+-- each thread's closed stretch of timeline -- messages older than `min_age`
+-- that were not compacted yet -- into chunks: each message's document,
+-- rendered once (src/render.rs), in seq order, zstd-packed
+-- (src/chunk_codec.rs), each chunk sized to fill one heap page. A history
+-- page then reads an index probe and a few chunks, and concatenates.
+--
+-- The messages table stays the source of truth (lookups by id, replies,
+-- versions, edits all use it); chunks are a copy kept exact in the same
+-- transaction as any change (trigger below), so readers never see stale
+-- data. Compaction only inserts chunks: appends never wait for it, readers
+-- never block (MVCC), and a crash rolls a batch back whole.
+
+-- Chunk sizing. A chunk holds as many consecutive messages (at most 128, a
+-- cap range probes rely on) as fit, packed, in 8,000 bytes -- just under what
+-- one heap tuple holds (~8,100; more would go to TOAST): one chunk per heap
+-- page, each page nearly full, whatever the thread's text compresses to
+-- (chat text ~3.5x, sealed bodies ~1.4x). Found by packing: a binary search
+-- per chunk, starting from the size of the previous one.
+CREATE OR REPLACE FUNCTION progressdb._chunk_max_messages() RETURNS integer
+LANGUAGE sql IMMUTABLE AS 'SELECT 128';
+CREATE OR REPLACE FUNCTION progressdb._chunk_max_stored() RETURNS integer
+LANGUAGE sql IMMUTABLE AS 'SELECT 8000';
+
+-- Rewriting or chunking a thread's rows (compaction, key rotation) is one at
+-- a time per thread, for the rest of the transaction. Changes to single
+-- messages take the same lock shared, before their row lock, so a chunk is
+-- never built from a snapshot that misses a change in flight.
+CREATE OR REPLACE FUNCTION progressdb._try_lock_thread_storage(thread_id text) RETURNS boolean
+LANGUAGE sql AS $$
+    SELECT pg_try_advisory_xact_lock(hashtext('progressdb.storage'), hashtext(thread_id))
+$$;
+
+CREATE OR REPLACE FUNCTION progressdb._lock_thread_storage(thread_id text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(hashtext('progressdb.storage'), hashtext(thread_id))
+$$;
+
+CREATE OR REPLACE FUNCTION progressdb._share_thread_storage(thread_id text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock_shared(hashtext('progressdb.storage'), hashtext(thread_id))
+$$;
+
+-- A message's chunk entry: its document rendered by the renderer, or, for an
+-- encrypted body, the document without the body plus the sealed body, which
+-- is opened when a page is read (src/chunk_codec.rs).
+CREATE OR REPLACE FUNCTION progressdb._chunk_entry(m progressdb.messages) RETURNS bytea
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT progressdb._message_entry(m.seq, m.id, m.thread, m.author, m.role, m.ts, m.body::text, m.body_enc,
+                                     m.version, m.updated_ts, m.reply_to, m.deleted_ts,
+                                     CASE WHEN m.reactions <> '{}'::jsonb THEN m.reactions::text END)
+$$;
+
+-- Writes chunks for messages lo..hi of a thread, each as many messages as
+-- fit (above). Each message is rendered once; the search below only packs.
+-- Returns the number of messages chunked.
+CREATE OR REPLACE FUNCTION progressdb._chunk_range(thread_id text, lo bigint, hi bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    max_bytes constant integer := progressdb._chunk_max_stored();
+    entries bytea[];
+    seqs bigint[];
+    dels integer[];
+    total integer;
+    i integer := 1;         -- first message of the next chunk
+    guess integer := 24;    -- messages in the previous chunk
+    fits integer;           -- a count known to fit
+    too_many integer;       -- a count known not to fit
+    grew boolean;           -- some count was seen to fit / not to fit
+    shrank boolean;
+    step integer;
+    k integer;
+    packed bytea;
+    best bytea;
+BEGIN
+    SELECT array_agg(progressdb._chunk_entry(m) ORDER BY m.seq), array_agg(m.seq ORDER BY m.seq),
+           array_agg((m.deleted_ts IS NOT NULL)::integer ORDER BY m.seq)
+      INTO entries, seqs, dels
+      FROM progressdb.messages m
+     WHERE m.thread = thread_id AND m.seq BETWEEN lo AND hi;
+    total := coalesce(cardinality(entries), 0);
+    WHILE i <= total LOOP
+        -- Gallop from the previous chunk's count, then bisect.
+        fits := 1;
+        best := progressdb._pack_chunk(entries[i:i]);   -- a lone message is stored however big
+        too_many := least(progressdb._chunk_max_messages(), total - i + 1) + 1;
+        grew := false;
+        shrank := false;
+        step := 1;
+        k := greatest(2, least(guess, too_many - 1));
+        WHILE too_many - fits > 1 LOOP
+            packed := progressdb._pack_chunk(entries[i:i + k - 1]);
+            IF octet_length(packed) <= max_bytes THEN
+                fits := k;
+                best := packed;
+                grew := true;
+            ELSE
+                too_many := k;
+                shrank := true;
+            END IF;
+            k := CASE WHEN NOT shrank THEN least(fits + step, too_many - 1)
+                      WHEN NOT grew THEN greatest(fits + 1, too_many - step)
+                      ELSE (fits + too_many) / 2 END;
+            step := step * 2;
+        END LOOP;
+        INSERT INTO progressdb.message_chunks (thread, first_seq, last_seq, n_messages, n_deleted, packed)
+        VALUES (thread_id, seqs[i], seqs[i + fits - 1], fits,
+                (SELECT sum(d) FROM unnest(dels[i:i + fits - 1]) d), best);
+        i := i + fits;
+        guess := fits;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION progressdb.compact(max_threads integer DEFAULT 100, min_run integer DEFAULT 32,
+                                   min_age interval DEFAULT '1 minute')
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    cutoff bigint := progressdb.now_ns() - (extract(epoch FROM min_age) * 1e9)::bigint;
+    t record;
+    hi bigint;
+    lo bigint;
+    n_threads integer := 0;
+    n_messages bigint := 0;
+BEGIN
+    IF max_threads IS NULL OR max_threads < 1 OR min_run IS NULL OR min_run < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'max_threads and min_run must be positive';
+    END IF;
+    FOR t IN
+        SELECT th.id, coalesce(cs.compacted_seq, 0) AS done, th.last_seq
+          FROM progressdb.threads th
+          LEFT JOIN progressdb.compaction_state cs ON cs.thread = th.id
+         WHERE th.last_seq - coalesce(cs.compacted_seq, 0) >= min_run
+         ORDER BY th.last_seq - coalesce(cs.compacted_seq, 0) DESC
+         LIMIT max_threads
+    LOOP
+        -- The closed end of the stretch: the newest message old enough, and
+        -- at most 2048 messages per call, so that a change to a message of
+        -- a long thread never waits long for the compaction of its thread.
+        SELECT m.seq INTO hi FROM progressdb.messages m
+         WHERE m.thread = t.id AND m.seq > t.done AND m.ts < cutoff
+         ORDER BY m.seq DESC LIMIT 1;
+        CONTINUE WHEN hi IS NULL;   -- (least() below would ignore a NULL)
+        hi := least(hi, t.done + 2048);
+        CONTINUE WHEN hi - t.done < min_run;
+        -- A key rotation, another compactor or a change to one of its
+        -- messages busy with this thread: skip it this round rather than wait.
+        CONTINUE WHEN NOT progressdb._try_lock_thread_storage(t.id);
+        INSERT INTO progressdb.compaction_state AS cs (thread, compacted_seq) VALUES (t.id, 0)
+        ON CONFLICT ON CONSTRAINT compaction_state_pkey DO NOTHING;
+        SELECT cs.compacted_seq INTO t.done FROM progressdb.compaction_state cs WHERE cs.thread = t.id;
+        CONTINUE WHEN hi - t.done < min_run;
+
+        -- A short last chunk (the tail of the previous run) is cut again with
+        -- this run, so that closed messages trickling in still fill pages.
+        DELETE FROM progressdb.message_chunks c
+         WHERE c.thread = t.id AND c.last_seq = t.done
+           AND c.first_seq > t.done - progressdb._chunk_max_messages()
+           AND octet_length(c.packed) < progressdb._chunk_max_stored() / 2
+        RETURNING c.first_seq INTO lo;
+        PERFORM progressdb._chunk_range(t.id, coalesce(lo, t.done + 1), hi);
+        n_messages := n_messages + (hi - t.done);
+        UPDATE progressdb.compaction_state cs SET compacted_seq = hi
+         WHERE cs.thread = t.id AND cs.compacted_seq < hi;
+        n_threads := n_threads + 1;
+    END LOOP;
+    RETURN jsonb_build_object('threads', n_threads, 'messages', n_messages);
+END
+$$;
+
+-- Keeps chunks exact: any UPDATE or DELETE of chunked messages rewrites the
+-- chunks holding them from the messages table, in the same transaction.
+-- (Appends never land in a chunk: a chunk only holds seqs that existed.)
+CREATE OR REPLACE FUNCTION progressdb._refresh_chunks() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+BEGIN
+    -- Waits for a compaction of the thread that began before this change.
+    PERFORM progressdb._share_thread_storage(x.thread) FROM (SELECT DISTINCT thread FROM changed) x;
+    FOR c IN
+        SELECT DISTINCT ch.thread, ch.first_seq, ch.last_seq
+          FROM changed x
+          JOIN progressdb.message_chunks ch
+            ON ch.thread = x.thread AND ch.first_seq <= x.seq
+           AND ch.first_seq > x.seq - progressdb._chunk_max_messages() AND ch.last_seq >= x.seq
+         ORDER BY 1, 2
+    LOOP
+        -- Lock first: the rewrite below then reads the messages with a
+        -- snapshot that includes a concurrent rewriter's committed change.
+        PERFORM 1 FROM progressdb.message_chunks ch
+         WHERE ch.thread = c.thread AND ch.first_seq = c.first_seq AND ch.last_seq = c.last_seq
+           FOR UPDATE;
+        UPDATE progressdb.message_chunks ch
+           SET (packed, n_messages, n_deleted) =
+               (SELECT progressdb._pack_chunk(coalesce(array_agg(progressdb._chunk_entry(m) ORDER BY m.seq), '{}')),
+                       count(*),
+                       count(*) FILTER (WHERE m.deleted_ts IS NOT NULL)
+                  FROM progressdb.messages m
+                 WHERE m.thread = c.thread AND m.seq BETWEEN c.first_seq AND c.last_seq)
+         WHERE ch.thread = c.thread AND ch.first_seq = c.first_seq AND ch.last_seq = c.last_seq;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER messages_refresh_chunks_on_update AFTER UPDATE ON progressdb.messages
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION progressdb._refresh_chunks();
+CREATE OR REPLACE TRIGGER messages_refresh_chunks_on_delete AFTER DELETE ON progressdb.messages
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION progressdb._refresh_chunks();
+
+-- A timeline page as text (the newest page: p_before = last seq + 1; a
+-- history page: p_before = the cursor's seq): up to `p_lim` messages just
+-- older than seq `p_before` that the reader sees (seq above p_vis; deleted
+-- ones only with p_include_deleted), their documents oldest first, joined by
+-- commas; `lo`/`hi` their seqs; `has_before`: visible messages older than
+-- the page exist (read, not probed: one message past the page is read);
+-- `newer_seen`: a visible message at or after p_before was seen (NULL: not
+-- known). Served from chunks when they tile the timeline just below
+-- p_before (they tile 1..compacted_seq), looking further down while deleted
+-- messages thin the page; otherwise from the messages table, rendered.
+-- p_chunks = false reads the table only (tests compare the two).
+CREATE OR REPLACE FUNCTION progressdb._page_text(p_thread text, p_before bigint, p_lim integer,
+                                      p_include_deleted boolean, p_vis bigint DEFAULT 0,
+                                      p_chunks boolean DEFAULT true,
+                                      OUT docs text, OUT n integer, OUT lo bigint, OUT hi bigint,
+                                      OUT has_before boolean, OUT newer_seen boolean)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    span bigint := p_lim + 1;   -- how many seqs below p_before to look at
+    r record;
+BEGIN
+    IF p_chunks THEN
+        LOOP
+            SELECT * INTO r FROM progressdb._chunk_page(p_thread, p_before, p_lim, p_include_deleted, p_vis,
+                ARRAY(SELECT ch.packed FROM progressdb.message_chunks ch
+                       WHERE ch.thread = p_thread AND ch.first_seq < p_before
+                         AND ch.first_seq > p_before - span - progressdb._chunk_max_messages()
+                         AND ch.last_seq >= p_before - span
+                       ORDER BY ch.first_seq DESC));
+            IF r.complete THEN
+                docs := r.docs;
+                n := r.n;
+                lo := r.lo;
+                hi := r.hi;
+                has_before := r.has_before;
+                newer_seen := r.newer_seen;
+                RETURN;
+            END IF;
+            EXIT WHEN NOT r.contiguous OR span >= p_before;
+            span := span * 4;
+        END LOOP;
+    END IF;
+    -- Messages the reader may not see are all older than those they may:
+    -- dropping them after the LIMIT leaves the right (shorter) page.
+    SELECT string_agg(x.doc, ',' ORDER BY x.seq) FILTER (WHERE x.rn <= p_lim),
+           count(*) FILTER (WHERE x.rn <= p_lim), min(x.seq) FILTER (WHERE x.rn <= p_lim), max(x.seq),
+           count(*) > p_lim
+      INTO docs, n, lo, hi, has_before
+      FROM (SELECT m.seq, progressdb._message_text(m) AS doc,
+                   row_number() OVER (ORDER BY m.seq DESC) AS rn
+              FROM progressdb._page_older(p_thread, p_before, p_lim + 1, p_include_deleted) m
+             WHERE m.seq > p_vis) x;
 END
 $$;

@@ -170,31 +170,4 @@ BEGIN
 END
 $$;
 
--- The Message document (API.md); optional fields are omitted when empty.
--- Encrypted bodies are opened here, so every reader returns plaintext.
-CREATE FUNCTION progressdb._message_core_json(m progressdb.messages) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object('id', m.id, 'thread', m.thread, 'author', m.author, 'role', m.role,
-                              'ts', m.ts,
-                              'body', CASE WHEN m.body_enc IS NULL THEN m.body
-                                           ELSE progressdb._open(m.thread, m.id, m.version, m.body, m.body_enc) END,
-                              'version', m.version,
-                              'updated_ts', m.updated_ts)
-$$;
-
--- Most messages have none of the optional fields: they get the core document
--- as it is, without the concatenations (each re-encodes the whole document)
--- that the others need. Both functions are inlined by the planner.
-CREATE FUNCTION progressdb._message_json(m progressdb.messages) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN m.reply_to IS NULL AND m.deleted_ts IS NULL AND m.reactions = '{}'::jsonb
-                THEN progressdb._message_core_json(m)
-                ELSE progressdb._message_core_json(m)
-                     || CASE WHEN m.reply_to IS NULL THEN '{}'::jsonb
-                             ELSE jsonb_build_object('reply_to', m.reply_to) END
-                     || CASE WHEN m.deleted_ts IS NULL THEN '{}'::jsonb
-                             ELSE jsonb_build_object('deleted', true, 'deleted_ts', m.deleted_ts) END
-                     || CASE WHEN m.reactions = '{}'::jsonb THEN '{}'::jsonb
-                             ELSE jsonb_build_object('reactions', m.reactions) END
-           END
-$$;
+-- The Message document is rendered by src/render.rs (sql/render.sql).

@@ -1,140 +1,590 @@
-//! Packing of timeline chunks (see `sql/compaction.sql`).
+//! Timeline chunks (see `sql/compaction.sql`): each message's document,
+//! rendered once by the renderer (src/render.rs) when the chunk is written,
+//! so that a history page is an index probe, a decompression and a
+//! concatenation — no rows to decode and no JSON to build at read time.
 //!
-//! A chunk is an array of message rows. PostgreSQL's own compression of a
-//! value (lz4 or pglz) reaches ~2x on chat text; zstd reaches ~3.5x, which
-//! puts about 60% more messages on each heap page a history page reads. So a
-//! chunk is stored as zstd over the array's in-memory form: unpacking is a
-//! decompression and a copy, with no parsing of rows or JSON.
+//! Encrypted messages are stored sealed: their entry holds the document
+//! without the body, where the body goes, and the stored (plaintext
+//! remainder, envelope) pair; the page opens them at read time. So nothing
+//! in a chunk is plaintext of an encrypted body.
 //!
-//! That form names the row type by OID, which is local to one database.
-//! Chunks are derived data that is never dumped (compaction rebuilds it), and
-//! unpacking checks the element type: a chunk of another type reads as NULL,
-//! which the page reader treats as "not chunked" and reads the messages table.
+//! Format: `pdc2`, the chunk's first and last seq (i64 LE each), then a zstd
+//! frame of the entries in seq order. An entry is
+//! `seq i64 | flags u8 | doc_len u32 | doc` and, when sealed,
+//! `body_at u32 | version i32 | id_len u32 | id | [plain_len u32 | plain] | env_len u32 | env`.
+//! Chunks are derived data (never dumped; compaction rebuilds them): a chunk
+//! this code cannot read is treated as "not chunked", and the page is read
+//! from the messages table.
 
 use pgrx::prelude::*;
-use pgrx::AnyArray;
 
-/// Format tag in front of the zstd frame, so that a future format can be told apart.
-const MAGIC: &[u8; 4] = b"pdc1";
+use crate::crypto;
+use crate::render::{write_head, write_message, write_tail, Message};
+
+const MAGIC: &[u8; 4] = b"pdc2";
+const HEADER: usize = 4 + 8 + 8;
 /// zstd level: chunks are written once in the background and read often.
 const LEVEL: i32 = 6;
 /// An unpacked chunk is a few dozen kB; refuse to allocate absurd sizes.
 const MAX_UNPACKED: usize = 64 << 20;
 
-/// The array as its flat varlena bytes (header included).
-fn flat_bytes(msgs: &AnyArray) -> &[u8] {
-    // SAFETY: pg_detoast_datum returns a plain, 4-byte-header varlena (a copy
-    // when the value was compressed, external, short-header or expanded),
-    // valid for the rest of this call.
-    unsafe {
-        let flat = pg_sys::pg_detoast_datum(msgs.datum().cast_mut_ptr());
-        let len = pgrx::varlena::varsize_any(flat);
-        std::slice::from_raw_parts(flat as *const u8, len)
-    }
+const DELETED: u8 = 1;
+const SEALED: u8 = 2;
+const HAS_PLAIN: u8 = 4;
+
+/// A sealed message's stored parts, opened at read time.
+#[derive(Debug, PartialEq)]
+pub struct Sealed<'a> {
+    pub body_at: usize,
+    pub id: &'a str,
+    pub version: i32,
+    pub plain: Option<&'a str>,
+    pub envelope: &'a str,
 }
 
-/// Packs an array of message rows into a chunk.
-#[pg_extern(immutable, parallel_safe, strict, name = "_pack_chunk")]
-fn pack_chunk(msgs: AnyArray) -> Vec<u8> {
-    let flat = flat_bytes(&msgs);
-    let mut out = MAGIC.to_vec();
-    match zstd::bulk::compress(flat, LEVEL) {
-        Ok(z) => out.extend_from_slice(&z),
-        Err(e) => error!("progressdb: cannot compress a timeline chunk: {e}"),
+/// One message of a chunk.
+#[derive(Debug, PartialEq)]
+pub struct Entry<'a> {
+    pub seq: i64,
+    pub deleted: bool,
+    /// The whole document; for a sealed message, the document without its body.
+    pub doc: &'a str,
+    pub sealed: Option<Sealed<'a>>,
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+pub fn encode_entry(e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + e.doc.len());
+    out.extend_from_slice(&e.seq.to_le_bytes());
+    let mut flags = if e.deleted { DELETED } else { 0 };
+    if let Some(s) = &e.sealed {
+        flags |= SEALED | if s.plain.is_some() { HAS_PLAIN } else { 0 };
+    }
+    out.push(flags);
+    put_bytes(&mut out, e.doc.as_bytes());
+    if let Some(s) = &e.sealed {
+        out.extend_from_slice(&(s.body_at as u32).to_le_bytes());
+        out.extend_from_slice(&s.version.to_le_bytes());
+        put_bytes(&mut out, s.id.as_bytes());
+        if let Some(p) = s.plain {
+            put_bytes(&mut out, p.as_bytes());
+        }
+        put_bytes(&mut out, s.envelope.as_bytes());
     }
     out
 }
 
-/// Unpacks a chunk into an array of the type of `like` (an empty array of
-/// the row type, e.g. `'{}'::progressdb.messages[]`), or NULL when the chunk
-/// is not such an array.
-#[pg_extern(stable, parallel_safe, strict, name = "_unpack_chunk")]
-fn unpack_chunk(packed: &[u8], like: AnyArray) -> Option<AnyArray> {
-    let frame = packed.strip_prefix(MAGIC)?;
+/// Reads entries back; None on anything malformed.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn text(&mut self) -> Option<&'a str> {
+        let n = self.u32()? as usize;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+    fn entry(&mut self) -> Option<Entry<'a>> {
+        let seq = self.i64()?;
+        let flags = *self.take(1)?.first()?;
+        let doc = self.text()?;
+        let sealed = if flags & SEALED != 0 {
+            let body_at = self.u32()? as usize;
+            let version = i32::from_le_bytes(self.take(4)?.try_into().ok()?);
+            let id = self.text()?;
+            let plain = if flags & HAS_PLAIN != 0 {
+                Some(self.text()?)
+            } else {
+                None
+            };
+            let envelope = self.text()?;
+            if !doc.is_char_boundary(body_at) {
+                return None;
+            }
+            Some(Sealed {
+                body_at,
+                id,
+                version,
+                plain,
+                envelope,
+            })
+        } else {
+            None
+        };
+        Some(Entry {
+            seq,
+            deleted: flags & DELETED != 0,
+            doc,
+            sealed,
+        })
+    }
+}
+
+/// All entries of an unpacked chunk body, or None when malformed.
+pub fn decode_entries(body: &[u8]) -> Option<Vec<Entry<'_>>> {
+    let mut r = Reader { buf: body };
+    let mut out = Vec::new();
+    while !r.buf.is_empty() {
+        out.push(r.entry()?);
+    }
+    Some(out)
+}
+
+/// The packed chunk of encoded entries (in seq order).
+pub fn pack(entries: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let seq_of = |e: &[u8]| {
+        e.get(..8)
+            .map_or(0, |b| i64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let first = entries.first().map_or(0, |e| seq_of(e));
+    let last = entries.last().map_or(0, |e| seq_of(e));
+    let body = entries.concat();
+    let mut out = Vec::with_capacity(HEADER + body.len() / 3);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&last.to_le_bytes());
+    out.extend_from_slice(&zstd::bulk::compress(&body, LEVEL)?);
+    Ok(out)
+}
+
+/// (first seq, last seq, entries' bytes) of a packed chunk; None if not one.
+pub fn unpack(packed: &[u8]) -> Option<(i64, i64, Vec<u8>)> {
+    let rest = packed.strip_prefix(MAGIC)?;
+    if rest.len() < 16 {
+        return None;
+    }
+    let first = i64::from_le_bytes(rest[..8].try_into().ok()?);
+    let last = i64::from_le_bytes(rest[8..16].try_into().ok()?);
+    let frame = &rest[16..];
     let size = match zstd::zstd_safe::get_frame_content_size(frame) {
         Ok(Some(n)) if (n as usize) <= MAX_UNPACKED => n as usize,
         _ => return None,
     };
-    let flat = zstd::bulk::decompress(frame, size).ok()?;
-    if !is_array_of(&flat, like.oid()) {
-        return None;
-    }
-    // SAFETY: palloc'd in the current memory context, as a returned datum
-    // must be; the bytes are a complete varlena of `flat.len()` bytes.
-    unsafe {
-        let ptr = pg_sys::palloc(flat.len()) as *mut u8;
-        std::ptr::copy_nonoverlapping(flat.as_ptr(), ptr, flat.len());
-        AnyArray::from_polymorphic_datum(pg_sys::Datum::from(ptr), false, like.oid())
+    let body = zstd::bulk::decompress(frame, size).ok()?;
+    Some((first, last, body))
+}
+
+/// Opens a sealed body: (thread, sealed parts) → the body's JSON text.
+pub type Opener<'o> = &'o dyn Fn(&str, &Sealed) -> String;
+
+/// The real opener (the thread's data key, src/crypto).
+fn open_sealed(thread: &str, s: &Sealed) -> String {
+    crypto::open_body_text(thread, s.id, s.version, s.plain, s.envelope)
+}
+
+/// The document of an entry as readers get it: a sealed body is opened.
+fn entry_doc(thread: &str, e: &Entry, open: Opener, out: &mut String) {
+    match &e.sealed {
+        None => out.push_str(e.doc),
+        Some(s) => {
+            let body = open(thread, s);
+            out.push_str(&e.doc[..s.body_at]);
+            out.push_str(&body);
+            out.push_str(&e.doc[s.body_at..]);
+        }
     }
 }
 
-// Unpacking trusts the bytes past the header checks below (element offsets,
-// row layouts), as PostgreSQL trusts its own pages: only chunk rows written
-// by compaction may be fed to it, so it is not for PUBLIC. Table owners and
-// superusers (the only roles that can read the extension's tables unless
-// granted) keep it; a role granted access to the tables needs it granted too.
-extension_sql!(
-    "REVOKE EXECUTE ON FUNCTION progressdb._unpack_chunk(bytea, anyarray) FROM PUBLIC;",
-    name = "unpack_chunk_not_public",
-    requires = [unpack_chunk]
-);
-
-/// Whether `flat` is a one-dimensional array varlena of exactly its length
-/// whose elements have the element type of `array_type`.
-fn is_array_of(flat: &[u8], array_type: pg_sys::Oid) -> bool {
-    const HEADER: usize = std::mem::size_of::<pg_sys::ArrayType>();
-    if flat.len() < HEADER {
-        return false;
-    }
-    let word = |at: usize| u32::from_ne_bytes(flat[at..at + 4].try_into().unwrap());
-    // 4-byte varlena header: the length sits in the upper 30 bits on
-    // little-endian builds (the only ones this extension is built for).
-    let varsize = (word(0) >> 2) as usize;
-    let ndim = word(4);
-    let elemtype = pg_sys::Oid::from(word(12));
-    // SAFETY: a plain catalog lookup.
-    let expected = unsafe { pg_sys::get_element_type(array_type) };
-    varsize == flat.len() && ndim == 1 && elemtype == expected && expected != pg_sys::InvalidOid
+/// A chunk entry of a stored row (`_chunk_entry` passes the row's columns).
+#[allow(clippy::too_many_arguments)]
+#[pg_extern(immutable, parallel_safe, name = "_message_entry")]
+fn message_entry(
+    seq: i64,
+    id: &str,
+    thread: &str,
+    author: &str,
+    role: &str,
+    ts: i64,
+    body: Option<&str>,
+    body_enc: Option<&str>,
+    version: i32,
+    updated_ts: i64,
+    reply_to: Option<&str>,
+    deleted_ts: Option<i64>,
+    reactions: Option<&str>,
+) -> Vec<u8> {
+    let m = Message {
+        id,
+        thread,
+        author,
+        role,
+        ts,
+        version,
+        updated_ts,
+        reply_to,
+        deleted_ts,
+        reactions,
+    };
+    let mut doc = String::with_capacity(160 + body.map_or(0, str::len));
+    let sealed = match body_enc {
+        None => {
+            write_message(&mut doc, &m, body.unwrap_or("null"));
+            None
+        }
+        Some(envelope) => {
+            write_head(&mut doc, &m);
+            let body_at = doc.len();
+            write_tail(&mut doc, &m);
+            Some(Sealed {
+                body_at,
+                id,
+                version,
+                plain: body,
+                envelope,
+            })
+        }
+    };
+    encode_entry(&Entry {
+        seq,
+        deleted: deleted_ts.is_some(),
+        doc: &doc,
+        sealed,
+    })
 }
 
-#[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
-mod tests {
-    use crate::testing::run;
-    use pgrx::prelude::*;
+/// Packs chunk entries (`_chunk_entry`, in seq order) into a chunk.
+#[pg_extern(immutable, parallel_safe, strict, name = "_pack_chunk")]
+fn pack_chunk(entries: Array<&[u8]>) -> Vec<u8> {
+    let parts: Vec<&[u8]> = entries.iter().flatten().collect();
+    pack(&parts).unwrap_or_else(|e| error!("progressdb: cannot compress a timeline chunk: {e}"))
+}
 
-    #[pg_test]
-    fn a_chunk_unpacks_to_the_same_rows_and_is_smaller() {
-        run("SELECT progressdb.post_message('t', 'alice', jsonb_build_object('text', repeat('lorem ipsum ', 80 + i)))
-               FROM generate_series(1, 20) i");
-        let same = Spi::get_one::<bool>(
-            "WITH a AS (SELECT array_agg(m ORDER BY seq) AS msgs FROM progressdb.messages m)
-             SELECT progressdb._unpack_chunk(progressdb._pack_chunk(msgs), '{}'::progressdb.messages[])::text
-                    = msgs::text
-                AND octet_length(progressdb._pack_chunk(msgs)) * 3 < pg_column_size(msgs)
-               FROM a",
-        );
-        assert_eq!(same, Ok(Some(true)));
+/// What a chunk holds, as stored (sealed bodies stay sealed): for
+/// inspection and tests. Nothing for a chunk this code cannot read.
+#[allow(clippy::type_complexity)]
+#[pg_extern(immutable, parallel_safe, strict, name = "_unpack_chunk")]
+fn unpack_chunk(
+    packed: &[u8],
+) -> TableIterator<
+    'static,
+    (
+        name!(seq, i64),
+        name!(deleted, bool),
+        name!(doc, String),
+        name!(plain, Option<String>),
+        name!(envelope, Option<String>),
+    ),
+> {
+    let rows: Vec<_> = unpack(packed)
+        .and_then(|(_, _, body)| {
+            decode_entries(&body).map(|es| {
+                es.iter()
+                    .map(|e| {
+                        (
+                            e.seq,
+                            e.deleted,
+                            e.doc.to_string(),
+                            e.sealed.as_ref().and_then(|s| s.plain.map(str::to_string)),
+                            e.sealed.as_ref().map(|s| s.envelope.to_string()),
+                        )
+                    })
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    TableIterator::new(rows)
+}
+
+/// The outcome of reading a page from chunks.
+#[derive(Debug, Default, PartialEq)]
+pub struct ChunkPage {
+    /// The page's documents, oldest first, joined by commas.
+    pub docs: String,
+    pub n: i32,
+    pub lo: Option<i64>,
+    pub hi: Option<i64>,
+    /// Visible messages older than the page exist.
+    pub has_before: bool,
+    /// A visible message at or after `before` was seen (None: not known).
+    pub newer_seen: Option<bool>,
+    /// The page is complete; else see `contiguous`.
+    pub complete: bool,
+    /// The chunks tile the timeline down from `before` without a gap (more
+    /// chunks further down may complete the page); false: read the table.
+    pub contiguous: bool,
+}
+
+/// Up to `lim` visible messages just older than seq `before`, from chunks
+/// given newest first. Visible: seq above `vis` (history 'joined') and not
+/// deleted unless `include_deleted`. Reads one message past the page, so
+/// `has_before` needs no extra probe.
+pub fn chunk_page(
+    thread: &str,
+    before: i64,
+    lim: usize,
+    include_deleted: bool,
+    vis: i64,
+    chunks: impl Iterator<Item = Option<Vec<u8>>>,
+    open: Opener,
+) -> ChunkPage {
+    let mut page = ChunkPage::default();
+    // Documents newest first; the first `lim` go on the page.
+    let mut docs: Vec<String> = Vec::new();
+    let mut found = 0usize;
+    let mut want = before - 1;
+    let mut done = want < 1 || want <= vis;
+    for (i, packed) in chunks.enumerate() {
+        if done {
+            break;
+        }
+        let Some((first, last, body)) = packed.as_deref().and_then(unpack) else {
+            return page; // unreadable: like a gap
+        };
+        if last < want || first > want {
+            return page; // a gap: the table has it
+        }
+        let Some(entries) = decode_entries(&body) else {
+            return page;
+        };
+        for e in entries.iter().rev() {
+            let shown = include_deleted || !e.deleted;
+            if e.seq >= before {
+                if i == 0 && shown {
+                    page.newer_seen = Some(true);
+                }
+                continue;
+            }
+            if e.seq <= vis {
+                done = true;
+                break;
+            }
+            if !shown {
+                continue;
+            }
+            found += 1;
+            if found > lim {
+                done = true;
+                break;
+            }
+            let mut d = String::new();
+            entry_doc(thread, e, open, &mut d);
+            page.lo = Some(e.seq);
+            page.hi.get_or_insert(e.seq);
+            docs.push(d);
+        }
+        want = first - 1;
+        done |= want < 1 || want <= vis;
+    }
+    page.contiguous = true;
+    if !done {
+        return page;
+    }
+    page.complete = true;
+    page.has_before = found > lim;
+    page.n = docs.len() as i32;
+    let mut out = String::with_capacity(docs.iter().map(|d| d.len() + 1).sum());
+    for (k, d) in docs.iter().rev().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        out.push_str(d);
+    }
+    page.docs = out;
+    page
+}
+
+/// SQL face of [`chunk_page`] (`chunks`: newest first).
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe, name = "_chunk_page")]
+fn chunk_page_sql(
+    thread: &str,
+    before: i64,
+    lim: i32,
+    include_deleted: bool,
+    vis: i64,
+    chunks: Array<&[u8]>,
+) -> TableIterator<
+    'static,
+    (
+        name!(docs, Option<String>),
+        name!(n, i32),
+        name!(lo, Option<i64>),
+        name!(hi, Option<i64>),
+        name!(has_before, bool),
+        name!(newer_seen, Option<bool>),
+        name!(complete, bool),
+        name!(contiguous, bool),
+    ),
+> {
+    let p = chunk_page(
+        thread,
+        before,
+        lim.max(0) as usize,
+        include_deleted,
+        vis,
+        chunks.iter().map(|c| c.map(<[u8]>::to_vec)),
+        &open_sealed,
+    );
+    TableIterator::once((
+        p.complete.then_some(p.docs),
+        p.n,
+        p.lo,
+        p.hi,
+        p.has_before,
+        p.newer_seen,
+        p.complete,
+        p.contiguous,
+    ))
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn plain(seq: i64, deleted: bool) -> Vec<u8> {
+        let doc = format!("{{\"n\":{seq}}}");
+        encode_entry(&Entry {
+            seq,
+            deleted,
+            doc: &doc,
+            sealed: None,
+        })
     }
 
-    #[pg_test]
-    fn only_owners_may_unpack() {
-        let public_may = Spi::get_one::<bool>(
-            "SELECT proacl IS NULL OR aclcontains(proacl, makeaclitem(0, proowner, 'EXECUTE', false))
-               FROM pg_proc WHERE oid = 'progressdb._unpack_chunk(bytea, anyarray)'::regprocedure",
-        );
-        assert_eq!(public_may, Ok(Some(false)));
+    fn chunk(seqs: std::ops::RangeInclusive<i64>, deleted: &[i64]) -> Vec<u8> {
+        let es: Vec<Vec<u8>> = seqs.map(|s| plain(s, deleted.contains(&s))).collect();
+        pack(&es.iter().map(Vec::as_slice).collect::<Vec<_>>()).unwrap()
     }
 
-    #[pg_test]
-    fn anything_but_a_chunk_of_that_type_unpacks_to_null() {
-        for q in [
-            "SELECT progressdb._unpack_chunk('\\x00'::bytea, '{}'::progressdb.messages[]) IS NULL",
-            "SELECT progressdb._unpack_chunk('pdc1garbage'::bytea, '{}'::progressdb.messages[]) IS NULL",
-            "SELECT progressdb._unpack_chunk(progressdb._pack_chunk('{1,2}'::int[]), '{}'::progressdb.messages[]) IS NULL",
-            "SELECT progressdb._unpack_chunk(progressdb._pack_chunk('{1,2}'::int[]), '{}'::int[]) = '{1,2}'",
+    fn no_keys(_: &str, _: &Sealed) -> String {
+        unreachable!("no sealed entries here")
+    }
+
+    #[test]
+    fn entries_round_trip_plain_and_sealed() {
+        let sealed = Entry {
+            seq: 7,
+            deleted: true,
+            doc: "{\"body\":,\"v\":1}",
+            sealed: Some(Sealed {
+                body_at: 8,
+                id: "msg-x",
+                version: 3,
+                plain: Some("{\"a\": 1}"),
+                envelope: "pdb1:1:abc",
+            }),
+        };
+        let bytes = [encode_entry(&sealed), plain(8, false)].concat();
+        let back = decode_entries(&bytes).unwrap();
+        assert_eq!(back[0], sealed);
+        assert_eq!(back[1].doc, "{\"n\":8}");
+        assert!(decode_entries(&bytes[..bytes.len() - 1]).is_none());
+        let packed = pack(&[&bytes[..]]).unwrap();
+        let (first, last, body) = unpack(&packed).unwrap();
+        assert_eq!((first, last), (7, 7), "first and last of the entries given");
+        assert_eq!(body, bytes);
+        assert!(unpack(b"pdc1junk").is_none());
+    }
+
+    #[test]
+    fn a_page_comes_from_contiguous_chunks_newest_first() {
+        let chunks = [chunk(11..=20, &[]), chunk(1..=10, &[])];
+        let p = chunk_page(
+            "t",
+            16,
+            8,
+            false,
+            0,
+            chunks.iter().cloned().map(Some),
+            &no_keys,
+        );
+        assert!(p.complete && p.has_before);
+        assert_eq!(p.newer_seen, Some(true));
+        let v: serde_json::Value = serde_json::from_str(&format!("[{}]", p.docs)).unwrap();
+        let seqs: Vec<i64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs, (8..=15).collect::<Vec<_>>());
+        assert_eq!((p.lo, p.hi, p.n), (Some(8), Some(15), 8));
+        // The whole rest: no more before it.
+        let p = chunk_page(
+            "t",
+            16,
+            50,
+            false,
+            0,
+            chunks.iter().cloned().map(Some),
+            &no_keys,
+        );
+        assert!(p.complete && !p.has_before);
+        assert_eq!(p.n, 15);
+    }
+
+    #[test]
+    fn deleted_and_hidden_messages_are_skipped_and_gaps_refused() {
+        let chunks = [chunk(11..=20, &[18, 19]), chunk(1..=10, &[])];
+        let p = chunk_page(
+            "t",
+            21,
+            3,
+            false,
+            0,
+            chunks.iter().cloned().map(Some),
+            &no_keys,
+        );
+        assert_eq!((p.lo, p.hi, p.n), (Some(16), Some(20), 3));
+        let p = chunk_page(
+            "t",
+            21,
+            3,
+            true,
+            0,
+            chunks.iter().cloned().map(Some),
+            &no_keys,
+        );
+        assert_eq!((p.lo, p.hi), (Some(18), Some(20)));
+        // History 'joined' from seq 12 on: nothing older shows or counts.
+        let p = chunk_page(
+            "t",
+            21,
+            50,
+            false,
+            12,
+            chunks.iter().cloned().map(Some),
+            &no_keys,
+        );
+        assert!(p.complete && !p.has_before);
+        assert_eq!((p.lo, p.n), (Some(13), 6));
+        // Not enough in the chunks given: ask for more.
+        let p = chunk_page(
+            "t",
+            21,
+            15,
+            false,
+            0,
+            chunks[..1].iter().cloned().map(Some),
+            &no_keys,
+        );
+        assert!(!p.complete && p.contiguous);
+        // A gap (chunk 1..=9 under 11..=20), an uncovered top, junk: read the table.
+        for set in [
+            vec![chunk(11..=20, &[]), chunk(1..=9, &[])],
+            vec![chunk(1..=10, &[])],
+            vec![b"junk".to_vec()],
         ] {
-            assert_eq!(Spi::get_one::<bool>(q), Ok(Some(true)), "{q}");
+            let p = chunk_page("t", 21, 15, false, 0, set.into_iter().map(Some), &no_keys);
+            assert!(!p.complete && !p.contiguous);
         }
     }
 }

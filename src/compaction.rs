@@ -102,13 +102,34 @@ mod tests {
         ));
     }
 
-    /// A page just older than seq `before`, as full rows, read by `func`
-    /// (`_page_before`: chunks when compacted; `_page_older`: the messages table).
-    fn page(func: &str, thread: &str, before: i64, lim: i32, deleted: bool) -> serde_json::Value {
+    /// A page just older than seq `before` as `_page_text` reads it, from
+    /// chunks where they hold it (`chunks`) or from the messages table: the
+    /// documents as a JSON array, and what the page says about its edges.
+    fn page_of(
+        chunks: bool,
+        thread: &str,
+        before: i64,
+        lim: i32,
+        deleted: bool,
+    ) -> serde_json::Value {
         json(&format!(
-            "SELECT coalesce(jsonb_agg(to_jsonb(p) ORDER BY p.seq), '[]')
-               FROM progressdb.{func}('{thread}', {before}, {lim}, {deleted}) p"
+            "SELECT jsonb_build_object('messages', ('[' || coalesce(p.docs, '') || ']')::jsonb,
+                                       'n', p.n, 'lo', p.lo, 'hi', p.hi, 'has_before', p.has_before)
+               FROM progressdb._page_text('{thread}', {before}, {lim}, {deleted}, 0, {chunks}) p"
         ))
+    }
+
+    /// The documents of a page read from chunks where compacted.
+    fn page(thread: &str, before: i64, lim: i32, deleted: bool) -> serde_json::Value {
+        page_of(true, thread, before, lim, deleted)["messages"].clone()
+    }
+
+    fn id_at(thread: &str, seq: i64) -> String {
+        Spi::get_one::<String>(&format!(
+            "SELECT id FROM progressdb.messages WHERE thread = '{thread}' AND seq = {seq}"
+        ))
+        .unwrap()
+        .unwrap()
     }
 
     /// Pages from chunks equal pages from the messages table, at cursors
@@ -117,8 +138,8 @@ mod tests {
         for before in (2..=last + 1).step_by(step) {
             for deleted in [false, true] {
                 assert_eq!(
-                    page("_page_before", thread, before, 50, deleted),
-                    page("_page_older", thread, before, 50, deleted),
+                    page_of(true, thread, before, 50, deleted),
+                    page_of(false, thread, before, 50, deleted),
                     "{thread} before {before} include_deleted {deleted}"
                 );
             }
@@ -128,7 +149,7 @@ mod tests {
     /// Shared buffers (hit + read) one history page touches, after a first
     /// call that plans the function's statements (catalog reads).
     fn page_buffers(thread: &str, before: i64) -> i64 {
-        let q = format!("SELECT * FROM progressdb._page_before('{thread}', {before}, 50, false)");
+        let q = format!("SELECT * FROM progressdb._page_text('{thread}', {before}, 50, false)");
         run(&q);
         let plan =
             Spi::get_one::<pgrx::Json>(&format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {q}"))
@@ -245,22 +266,28 @@ mod tests {
             ids(150, 150)
         ));
         assert_pages_match("t1", 300, 7);
-        let p = page("_page_before", "t1", 200, 50, false);
-        let seqs: Vec<i64> = p
+        let p = page_of(true, "t1", 200, 50, false);
+        assert_eq!(
+            (p["n"].as_i64(), p["hi"].as_i64()),
+            (Some(50), Some(199)),
+            "{p}"
+        );
+        let ids: Vec<&str> = p["messages"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| m["seq"].as_i64().unwrap())
+            .map(|m| m["id"].as_str().unwrap())
             .collect();
-        assert_eq!(seqs.len(), 50);
-        assert_eq!(seqs[49], 199);
-        assert!(seqs.contains(&150) && !seqs.contains(&151), "{seqs:?}");
-        let edited = page("_page_before", "t1", 11, 1, false);
+        let (restored, deleted) = (id_at("t1", 150), id_at("t1", 151));
+        assert!(ids.contains(&restored.as_str()) && !ids.contains(&deleted.as_str()));
+        let edited = page("t1", 11, 1, false);
         assert_eq!(edited[0]["body"]["text"], "new words");
         assert_eq!(edited[0]["version"], 2);
+        let reacted = page("t1", 21, 1, false);
+        assert_eq!(reacted[0]["reactions"]["bob"], ":)");
         // A plain SQL change is kept in the chunks too.
         run("UPDATE progressdb.messages SET role = 'system' WHERE thread = 't1' AND seq = 5");
-        assert_eq!(page("_page_before", "t1", 6, 1, false)[0]["role"], "system");
+        assert_eq!(page("t1", 6, 1, false)[0]["role"], "system");
         assert_pages_match("t1", 300, 7);
     }
 
@@ -365,9 +392,9 @@ mod tests {
         assert_eq!(rot["messages"], 100);
         let stale = Spi::get_one::<i64>(
             "SELECT count(*) FROM progressdb.message_chunks c, progressdb.threads t,
-                    unnest(progressdb._unpack_chunk(c.packed, '{}'::progressdb.messages[])) u
+                    progressdb._unpack_chunk(c.packed) u
               WHERE c.thread = 'vault' AND t.id = 'vault'
-                AND u.body_enc NOT LIKE 'pdb1:' || t.dek_id || ':%'",
+                AND u.envelope NOT LIKE 'pdb1:' || t.dek_id || ':%'",
         )
         .unwrap();
         assert_eq!(
@@ -380,5 +407,47 @@ mod tests {
             json("SELECT progressdb.list_messages('vault', 1000)"),
             before
         );
+    }
+
+    #[pg_test]
+    fn chunks_of_an_encrypted_thread_hold_no_plaintext() {
+        run("SELECT progressdb.create_thread('alice', 'S', 'vault', encrypted => true)");
+        run("SELECT progressdb.post_message('vault', 'alice',
+                    jsonb_build_object('text', 'zebra-quartz-' || i, 'n', i))
+               FROM generate_series(1, 120) i");
+        let edited = id_at("vault", 7);
+        run(&format!(
+            "SELECT progressdb.edit_message('{edited}', '{{\"text\":\"okapi-fjord\"}}')"
+        ));
+        let before =
+            json("SELECT progressdb.list_messages('vault', 1000, include_deleted => true)");
+        run("SELECT progressdb.compact(min_age => '0')");
+        assert_eq!(chunked_seqs("vault"), 120);
+        // Everything a chunk stores, as stored: documents, plaintext parts, envelopes.
+        let leaks = Spi::get_one::<i64>(
+            "SELECT count(*) FROM progressdb.message_chunks c, progressdb._unpack_chunk(c.packed) u
+              WHERE c.thread = 'vault'
+                AND (u.doc || coalesce(u.plain, '') || coalesce(u.envelope, ''))
+                    ~ '(zebra|quartz|okapi|fjord)'",
+        )
+        .unwrap();
+        assert_eq!(
+            leaks,
+            Some(0),
+            "a chunk holds plaintext of an encrypted body"
+        );
+        let sealed = Spi::get_one::<i64>(
+            "SELECT count(*) FROM progressdb.message_chunks c, progressdb._unpack_chunk(c.packed) u
+              WHERE c.thread = 'vault' AND u.envelope LIKE 'pdb1:%'",
+        )
+        .unwrap();
+        assert_eq!(sealed, Some(120), "every entry carries its sealed body");
+        // Readers get plaintext, from the chunks, the same as before compaction.
+        assert_eq!(
+            json("SELECT progressdb.list_messages('vault', 1000, include_deleted => true)"),
+            before
+        );
+        assert_eq!(page("vault", 8, 1, false)[0]["body"]["text"], "okapi-fjord");
+        assert_pages_match("vault", 120, 9);
     }
 }

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod members;
 pub mod messages;
 pub mod reactions;
+pub mod render;
 pub mod replies;
 pub mod schema;
 pub mod threads;

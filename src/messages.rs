@@ -177,13 +177,21 @@ mod tests {
         assert_eq!(texts(&page), ["4", "5"]);
         assert_eq!(page["pagination"]["has_before"], true);
         assert_eq!(page["pagination"]["has_after"], false);
+        // Cursors are opaque positions; message ids (0.1 cursors) still work.
         let before = page["pagination"]["before"].as_str().unwrap().to_string();
-        assert_eq!(before, page["messages"][0]["id"].as_str().unwrap());
+        assert!(before.starts_with("c1."), "{before}");
+        let oldest_on_page = page["messages"][0]["id"].as_str().unwrap();
 
         let older = json(&format!(
             "SELECT progressdb.list_messages('t', 2, before => '{before}')"
         ));
         assert_eq!(texts(&older), ["2", "3"]);
+        assert_eq!(
+            json(&format!(
+                "SELECT progressdb.list_messages('t', 2, before => '{oldest_on_page}')"
+            )),
+            older
+        );
         assert_eq!(older["pagination"]["has_before"], true);
         assert_eq!(older["pagination"]["has_after"], true);
         let oldest_cursor = older["pagination"]["before"].as_str().unwrap().to_string();
@@ -237,6 +245,22 @@ mod tests {
             &format!("SELECT progressdb.list_messages('t', after => '{id}')"),
             "22023",
         );
+        // A page cursor of another thread, a tampered one, a malformed one.
+        post("u", "alice", "y");
+        let cursor = json("SELECT progressdb.list_messages('u', 1)")["pagination"]["before"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for bad in [
+            cursor.clone(),
+            cursor.replace("c1.2.", "c1.1."),
+            "c1.2.zz".into(),
+        ] {
+            assert_fails(
+                &format!("SELECT progressdb.list_messages('t', before => '{bad}')"),
+                "22023",
+            );
+        }
         assert_eq!(
             texts(&json(
                 "SELECT progressdb.list_messages('t', 1000, actor => 'alice')"
@@ -319,21 +343,18 @@ mod tests {
 
     #[pg_test]
     fn the_message_document_is_built_inline() {
-        // _message_json and _message_core_json are plain SQL functions the
-        // planner inlines: a page builds its documents without a function
-        // call per row.
+        // _message_text is a plain SQL function the planner inlines: a page
+        // passes each row's columns straight to the renderer, without
+        // forming a row value per message.
         let plan = Spi::get_one::<pgrx::Json>(
-            "EXPLAIN (VERBOSE, FORMAT JSON) SELECT progressdb._message_json(m) FROM progressdb.messages m",
+            "EXPLAIN (VERBOSE, FORMAT JSON) SELECT progressdb._message_text(m) FROM progressdb.messages m",
         )
         .unwrap()
         .unwrap()
         .0
         .to_string();
-        assert!(plan.contains("jsonb_build_object"), "{plan}");
-        assert!(
-            !plan.contains("_message_json") && !plan.contains("_message_core_json"),
-            "{plan}"
-        );
+        assert!(plan.contains("_render_message"), "{plan}");
+        assert!(!plan.contains("_message_text"), "{plan}");
     }
 
     fn page_plan(thread: &str) -> String {
@@ -376,7 +397,7 @@ mod tests {
         );
         run("ANALYZE progressdb.messages");
         let config = Spi::get_one::<String>(
-            "SELECT array_to_string(proconfig, ',') FROM pg_proc WHERE oid = 'progressdb.list_messages'::regproc",
+            "SELECT array_to_string(proconfig, ',') FROM pg_proc WHERE oid = 'progressdb.list_messages_text'::regproc",
         )
         .unwrap()
         .unwrap_or_default();

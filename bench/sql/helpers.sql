@@ -69,7 +69,7 @@ BEGIN
         RETURN CASE page WHEN 'newest' THEN format('SELECT progressdb.list_messages(%L, 50)', c.thread)
                ELSE format('SELECT progressdb.list_messages(%L, 50, before => %L)', c.thread, c.msg_id) END;
     ELSIF target = 'progressdb' THEN
-        RETURN format('SELECT * FROM progressdb._page_before(%L, %s, 50, false)', c.thread,
+        RETURN format('SELECT * FROM progressdb._page_text(%L, %s, 50, false)', c.thread,
                       CASE page WHEN 'newest' THEN (SELECT th.last_seq + 1 FROM progressdb.threads th
                                                      WHERE th.id = c.thread)
                                 ELSE c.seq END);

@@ -74,3 +74,113 @@ DROP FUNCTION progressdb._cursor_seq(text, text, text);
 DROP FUNCTION progressdb.create_thread(text, text, text, boolean);
 DROP FUNCTION progressdb.update_thread(text, text, text);
 DROP FUNCTION progressdb.list_threads(text, text, text, integer, text);
+
+-- Rendered documents (src/render.rs). Timeline chunks now hold each
+-- message's rendered document (src/chunk_codec.rs) instead of rows. Chunks
+-- are derived data: those of 0.1.0 go, and compaction (the background worker
+-- or progressdb.compact()) rebuilds them in the new format; until then pages
+-- are read from the messages table.
+DROP FUNCTION progressdb._page_before(text, bigint, integer, boolean);
+DROP FUNCTION progressdb._message_core_json(progressdb.messages);
+DROP FUNCTION progressdb._pack_chunk(anyarray);
+DROP FUNCTION progressdb._unpack_chunk(bytea, anyarray);
+TRUNCATE progressdb.message_chunks, progressdb.compaction_state;
+
+CREATE FUNCTION progressdb._render_message(
+	"id" TEXT, /* & str */
+	"thread" TEXT, /* & str */
+	"author" TEXT, /* & str */
+	"role" TEXT, /* & str */
+	"ts" bigint, /* i64 */
+	"body" TEXT, /* Option < & str > */
+	"body_enc" TEXT, /* Option < & str > */
+	"version" INT, /* i32 */
+	"updated_ts" bigint, /* i64 */
+	"reply_to" TEXT, /* Option < & str > */
+	"deleted_ts" bigint, /* Option < i64 > */
+	"reactions" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'render_message_wrapper';
+
+CREATE FUNCTION progressdb._render_page(
+	"thread" TEXT, /* & str */
+	"messages" TEXT, /* Option < & str > */
+	"has_before" bool, /* bool */
+	"has_after" bool, /* bool */
+	"lo" bigint, /* Option < i64 > */
+	"hi" bigint /* Option < i64 > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'render_page_wrapper';
+
+CREATE FUNCTION progressdb._cursor_position(
+	"thread" TEXT, /* & str */
+	"cursor" TEXT, /* & str */
+	"what" TEXT /* & str */
+) RETURNS bigint /* Option < i64 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'cursor_position_wrapper';
+
+CREATE FUNCTION progressdb._message_entry(
+	"seq" bigint, /* i64 */
+	"id" TEXT, /* & str */
+	"thread" TEXT, /* & str */
+	"author" TEXT, /* & str */
+	"role" TEXT, /* & str */
+	"ts" bigint, /* i64 */
+	"body" TEXT, /* Option < & str > */
+	"body_enc" TEXT, /* Option < & str > */
+	"version" INT, /* i32 */
+	"updated_ts" bigint, /* i64 */
+	"reply_to" TEXT, /* Option < & str > */
+	"deleted_ts" bigint, /* Option < i64 > */
+	"reactions" TEXT /* Option < & str > */
+) RETURNS bytea /* Vec < u8 > */
+IMMUTABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'message_entry_wrapper';
+
+CREATE FUNCTION progressdb._pack_chunk(
+	"entries" bytea[] /* Array < & [u8] > */
+) RETURNS bytea /* Vec < u8 > */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'pack_chunk_wrapper';
+
+CREATE FUNCTION progressdb._unpack_chunk(
+	"packed" bytea /* & [u8] */
+) RETURNS TABLE (
+	"seq" bigint,  /* i64 */
+	"deleted" bool,  /* bool */
+	"doc" TEXT,  /* String */
+	"plain" TEXT,  /* Option < String > */
+	"envelope" TEXT  /* Option < String > */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'unpack_chunk_wrapper';
+
+CREATE FUNCTION progressdb._chunk_page(
+	"thread" TEXT, /* & str */
+	"before" bigint, /* i64 */
+	"lim" INT, /* i32 */
+	"include_deleted" bool, /* bool */
+	"vis" bigint, /* i64 */
+	"chunks" bytea[] /* Array < & [u8] > */
+) RETURNS TABLE (
+	"docs" TEXT,  /* Option < String > */
+	"n" INT,  /* i32 */
+	"lo" bigint,  /* Option < i64 > */
+	"hi" bigint,  /* Option < i64 > */
+	"has_before" bool,  /* bool */
+	"newer_seen" bool,  /* Option < bool > */
+	"complete" bool,  /* bool */
+	"contiguous" bool  /* bool */
+)
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'chunk_page_sql_wrapper';

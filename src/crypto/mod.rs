@@ -110,6 +110,27 @@ fn _open(
     JsonB(fields::merge(body.map(|b| b.0), pairs))
 }
 
+/// The plaintext body of a stored message as JSON text, for the renderer
+/// (src/render.rs): `plain` is the stored plaintext remainder, if any.
+pub fn open_body_text(
+    thread: &str,
+    message_id: &str,
+    version: i32,
+    plain: Option<&str>,
+    body_enc: &str,
+) -> String {
+    let rest = plain.map(|p| {
+        serde_json::from_str::<Value>(p).unwrap_or_else(|_| {
+            fail(
+                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                format!("message {message_id}: stored body is not JSON"),
+            )
+        })
+    });
+    let pairs = open_pairs(thread, message_id, version, body_enc);
+    fields::merge(rest, pairs).to_string()
+}
+
 /// Re-seals an envelope under another data key (same row identity).
 #[pg_extern(volatile)]
 fn _reseal(

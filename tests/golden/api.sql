@@ -42,6 +42,10 @@ SELECT progressdb.update_thread('support', NULL, 'alice', '{"tier":"gold"}', 'jo
 SELECT progressdb.list_threads('carol', metadata => '{"tier":"gold"}');
 SELECT progressdb.remove_member('support', 'dan', 'alice');
 
+-- the text faces (render-once, 0.2): the documents exactly as the gateway sends them
+SELECT progressdb.list_messages_text('support', 2, include_deleted => true);
+SELECT progressdb.post_message_text('support', 'alice', '{"text":"tab\there \"quoted\" é ☃"}', reply_to => :'news');
+
 -- errors carry SQLSTATEs
 \set VERBOSITY sqlstate
 SELECT progressdb.get_thread('support', 'mallory');

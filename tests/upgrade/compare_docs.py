@@ -10,7 +10,10 @@ unchanged):
   message, versions, reactions, replies   identical
   thread, stats                           every key of the old document, same value
   threads ({"threads":[Thread…]})          same threads in the same order, each as a thread
-  page (list_messages)                    "messages" identical; other old keys same value
+  page (list_messages)                    "messages" identical; other old keys same value,
+                                          except that the page cursors of 0.2.0 are opaque
+                                          positions ("c1.<seq>.<tag>") where 0.1.0 gave the
+                                          ids of the page's first and last messages
   errors ("ERROR <sqlstate>")             identical
 
 Exits 1 and prints every mismatch (the first few in full) when any differ;
@@ -96,7 +99,22 @@ def problems_of(kind, old_text, new_text):
         return problems
     if kind == "page":
         problems = identical(old.get("messages"), new.get("messages"))
-        return problems + subset_problems({k: v for k, v in old.items() if k != "messages"}, new, "page")
+        old_rest = {k: v for k, v in old.items() if k != "messages"}
+        new_rest = dict(new)
+        msgs = old.get("messages") or []
+        op, np = old.get("pagination"), new.get("pagination")
+        if isinstance(op, dict) and isinstance(np, dict) and msgs:
+            # 0.1.0 cursors were the ids of the page's ends; 0.2.0 cursors
+            # are opaque positions of the same ends (their seq is checked by
+            # the page reads after the upgrade, which accept both forms).
+            ends = {"before": msgs[0].get("id"), "after": msgs[-1].get("id")}
+            op, np = dict(op), dict(np)
+            for k, end in ends.items():
+                if op.get(k) == end and str(np.get(k, "")).startswith("c1."):
+                    op.pop(k)
+                    np.pop(k)
+            old_rest["pagination"], new_rest["pagination"] = op, np
+        return problems + subset_problems(old_rest, new_rest, "page")
     return [f"unknown kind {kind!r}"]
 
 

@@ -58,7 +58,7 @@ pub async fn create(
         }
         None => m.thread,
     };
-    Call::new("post_message")
+    Call::new("post_message_text")
         .text(thread)
         .text(who.author)
         .json(m.body.map(|b| b.get().to_string()))
@@ -80,7 +80,7 @@ pub async fn list(
     let thread = path
         .and_then(|Path(p)| p.get("thread").cloned())
         .or_else(|| q.get("thread"));
-    Call::new("list_messages")
+    Call::new("list_messages_text")
         .text(thread)
         .opt_int("lim", q.int("limit")?)
         .opt_text("before", q.get("before"))
