@@ -211,28 +211,23 @@ $$;
 -- A timeline page as JSON text: the documents are rendered once (chunks) or
 -- by the renderer (rows) and concatenated, never built as jsonb. The
 -- gateway serves this text as it is; list_messages is the jsonb face.
+--
+-- The hot path -- a newest or history page of compacted timeline -- is one
+-- thread lookup and one chunk probe, and the page document comes whole from
+-- the chunk reader (src/chunk_codec.rs). Everything else goes to
+-- _list_messages_rows below.
 CREATE FUNCTION progressdb.list_messages_text(thread text, lim integer DEFAULT 100, before text DEFAULT NULL,
                                               after text DEFAULT NULL, include_deleted boolean DEFAULT false,
                                               actor text DEFAULT NULL)
 RETURNS text
-LANGUAGE plpgsql STABLE
--- Always the keyset plan (index range scan that stops after `lim` rows): with
--- generic plans the planner may otherwise fetch a whole thread and sort it.
--- JIT compiling a page's few rows would cost ~50 ms, so no JIT.
-SET enable_sort = off
-SET enable_bitmapscan = off
-SET jit = off
-AS $$
+LANGUAGE plpgsql STABLE AS $$
 DECLARE
     t progressdb.threads;
     -- The caller sees seqs above vis only (history 'joined').
     vis bigint := 0;
     inc constant boolean := coalesce(include_deleted, false);
     b_seq bigint;
-    a_seq bigint;
-    p record;
-    has_before boolean;
-    has_after boolean;
+    page text;
 BEGIN
     SELECT * INTO t FROM progressdb.threads th
      WHERE th.id = progressdb._ident('thread id', list_messages_text.thread);
@@ -243,15 +238,60 @@ BEGIN
         vis := progressdb._authorize(t, actor, 'read');
     END IF;
     lim := progressdb._limit(lim);
-    b_seq := CASE WHEN before IS NULL THEN t.last_seq + 1
-                  ELSE progressdb._cursor_seq(t, before, 'before', vis) END;
+    IF before IS NULL THEN
+        b_seq := t.last_seq + 1;
+    ELSE
+        b_seq := progressdb._cursor_position(t.id, before, 'before');
+        IF b_seq IS NULL OR b_seq <= vis OR b_seq > t.last_seq THEN
+            b_seq := progressdb._cursor_seq(t, before, 'before', vis);   -- a message id, or an error
+        END IF;
+    END IF;
+    IF after IS NULL THEN
+        -- The chunks holding the lim + 1 seqs below b_seq, and the one
+        -- starting at b_seq (whether anything newer shows).
+        page := progressdb._chunk_page_doc(t.id, b_seq, lim, inc, vis, before IS NULL,
+            ARRAY(SELECT ch.packed FROM progressdb.message_chunks ch
+                   WHERE ch.thread = t.id AND ch.first_seq <= b_seq
+                     AND ch.first_seq > b_seq - (lim + 1) - progressdb._chunk_max_messages()
+                     AND ch.last_seq >= b_seq - (lim + 1)
+                   ORDER BY ch.first_seq DESC));
+        IF page IS NOT NULL THEN
+            RETURN page;
+        END IF;
+    END IF;
+    RETURN progressdb._list_messages_rows(t, lim, b_seq, before IS NOT NULL, after, inc, vis);
+END
+$$;
+
+-- The rest of list_messages_text: pages the chunks do not hold (the
+-- uncompacted tail, `after` pages, pages thinned by deletions), read from
+-- the messages table and rendered row by row. b_seq: the upper bound
+-- (exclusive), from the `before` cursor when has_before_cursor.
+CREATE FUNCTION progressdb._list_messages_rows(t progressdb.threads, lim integer, b_seq bigint,
+                                               has_before_cursor boolean, after text, inc boolean,
+                                               vis bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+-- Always the keyset plan (index range scan that stops after `lim` rows): with
+-- generic plans the planner may otherwise fetch a whole thread and sort it.
+-- JIT compiling a page's few rows would cost ~50 ms, so no JIT.
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET jit = off
+AS $$
+DECLARE
+    a_seq bigint;
+    p record;
+    has_before boolean;
+    has_after boolean;
+BEGIN
     IF after IS NULL THEN
         -- No cursor: the newest page; `before`: the page just older than it.
-        SELECT * INTO p FROM progressdb._page_text(t.id, b_seq, lim, inc, vis);
+        p := progressdb._page_text(t.id, b_seq, lim, inc, vis);
         has_before := p.has_before;
         -- Nothing is newer than the newest page; after a history page there
         -- is at least its cursor's message, unless that was deleted since.
-        has_after := before IS NOT NULL
+        has_after := has_before_cursor
                      AND coalesce(p.newer_seen,
                                   EXISTS (SELECT 1 FROM progressdb.messages mm
                                            WHERE mm.thread = t.id AND mm.seq >= b_seq
@@ -264,7 +304,7 @@ BEGIN
           FROM (SELECT m.seq, progressdb._message_text(m) AS doc, row_number() OVER (ORDER BY m.seq) AS rn
                   FROM progressdb._page_newer(t.id, a_seq, b_seq, lim + 1, inc) m) x;
         has_after := p.more
-                     OR (before IS NOT NULL
+                     OR (has_before_cursor
                          AND EXISTS (SELECT 1 FROM progressdb.messages mm
                                       WHERE mm.thread = t.id AND mm.seq >= b_seq
                                         AND (inc OR mm.deleted_ts IS NULL)));

@@ -16,10 +16,12 @@
 //! this code cannot read is treated as "not chunked", and the page is read
 //! from the messages table.
 
+use std::cell::RefCell;
+
 use pgrx::prelude::*;
 
 use crate::crypto;
-use crate::render::{write_head, write_message, write_tail, Message};
+use crate::render::{write_head, write_message, write_page, write_tail, Message};
 
 const MAGIC: &[u8; 4] = b"pdc2";
 const HEADER: usize = 4 + 8 + 8;
@@ -148,6 +150,27 @@ pub fn decode_entries(body: &[u8]) -> Option<Vec<Entry<'_>>> {
     Some(out)
 }
 
+// A backend keeps one zstd context of each kind: creating one per call
+// (~100 kB to ~1 MB of tables) cost more than decompressing a page's chunks,
+// and the memory churn went to the kernel (mmap, page faults). Likewise the
+// buffer chunks are decompressed into is kept, up to KEEP_BUFFER bytes.
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+const KEEP_BUFFER: usize = 1 << 20;
+
+fn compress(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(LEVEL)?);
+        }
+        c.as_mut().expect("just set").compress(body)
+    })
+}
+
 /// The packed chunk of encoded entries (in seq order).
 pub fn pack(entries: &[&[u8]]) -> std::io::Result<Vec<u8>> {
     let seq_of = |e: &[u8]| {
@@ -161,12 +184,13 @@ pub fn pack(entries: &[&[u8]]) -> std::io::Result<Vec<u8>> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&first.to_le_bytes());
     out.extend_from_slice(&last.to_le_bytes());
-    out.extend_from_slice(&zstd::bulk::compress(&body, LEVEL)?);
+    out.extend_from_slice(&compress(&body)?);
     Ok(out)
 }
 
-/// (first seq, last seq, entries' bytes) of a packed chunk; None if not one.
-pub fn unpack(packed: &[u8]) -> Option<(i64, i64, Vec<u8>)> {
+/// Unpacks a chunk's entries into `buf` (replacing its contents); returns
+/// the chunk's first and last seq, or None if it is not a chunk.
+pub fn unpack_into(packed: &[u8], buf: &mut Vec<u8>) -> Option<(i64, i64)> {
     let rest = packed.strip_prefix(MAGIC)?;
     if rest.len() < 16 {
         return None;
@@ -178,7 +202,22 @@ pub fn unpack(packed: &[u8]) -> Option<(i64, i64, Vec<u8>)> {
         Ok(Some(n)) if (n as usize) <= MAX_UNPACKED => n as usize,
         _ => return None,
     };
-    let body = zstd::bulk::decompress(frame, size).ok()?;
+    buf.clear();
+    buf.reserve(size);
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().ok()?);
+        }
+        d.as_mut()?.decompress_to_buffer(frame, buf).ok()
+    })?;
+    (buf.len() == size).then_some((first, last))
+}
+
+/// (first seq, last seq, entries' bytes) of a packed chunk; None if not one.
+pub fn unpack(packed: &[u8]) -> Option<(i64, i64, Vec<u8>)> {
+    let mut body = Vec::new();
+    let (first, last) = unpack_into(packed, &mut body)?;
     Some((first, last, body))
 }
 
@@ -335,29 +374,68 @@ pub fn chunk_page(
     chunks: impl Iterator<Item = Option<Vec<u8>>>,
     open: Opener,
 ) -> ChunkPage {
+    let mut buf = BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let page = chunk_page_with(
+        thread,
+        before,
+        lim,
+        include_deleted,
+        vis,
+        chunks,
+        open,
+        &mut buf,
+    );
+    if buf.capacity() <= KEEP_BUFFER {
+        BUFFER.with(|b| *b.borrow_mut() = buf);
+    }
+    page
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chunk_page_with(
+    thread: &str,
+    before: i64,
+    lim: usize,
+    include_deleted: bool,
+    vis: i64,
+    chunks: impl Iterator<Item = Option<Vec<u8>>>,
+    open: Opener,
+    buf: &mut Vec<u8>,
+) -> ChunkPage {
     let mut page = ChunkPage::default();
-    // Documents newest first; the first `lim` go on the page.
-    let mut docs: Vec<String> = Vec::new();
+    // Documents newest first, one after another in `stack`; the first `lim`
+    // go on the page.
+    let mut stack = String::new();
+    let mut spans: Vec<(usize, usize)> = Vec::with_capacity(lim.min(1024));
     let mut found = 0usize;
     let mut want = before - 1;
     let mut done = want < 1 || want <= vis;
-    for (i, packed) in chunks.enumerate() {
+    for packed in chunks {
         if done {
             break;
         }
-        let Some((first, last, body)) = packed.as_deref().and_then(unpack) else {
+        let Some((first, last)) = packed.as_deref().and_then(|p| unpack_into(p, buf)) else {
             return page; // unreadable: like a gap
         };
+        if first >= before {
+            // Wholly newer than the page: only tells whether anything newer shows.
+            if let Some(entries) = decode_entries(buf) {
+                if entries.iter().any(|e| include_deleted || !e.deleted) {
+                    page.newer_seen = Some(true);
+                }
+            }
+            continue;
+        }
         if last < want || first > want {
             return page; // a gap: the table has it
         }
-        let Some(entries) = decode_entries(&body) else {
+        let Some(entries) = decode_entries(buf) else {
             return page;
         };
         for e in entries.iter().rev() {
             let shown = include_deleted || !e.deleted;
             if e.seq >= before {
-                if i == 0 && shown {
+                if shown {
                     page.newer_seen = Some(true);
                 }
                 continue;
@@ -374,11 +452,11 @@ pub fn chunk_page(
                 done = true;
                 break;
             }
-            let mut d = String::new();
-            entry_doc(thread, e, open, &mut d);
+            let start = stack.len();
+            entry_doc(thread, e, open, &mut stack);
+            spans.push((start, stack.len()));
             page.lo = Some(e.seq);
             page.hi.get_or_insert(e.seq);
-            docs.push(d);
         }
         want = first - 1;
         done |= want < 1 || want <= vis;
@@ -389,13 +467,13 @@ pub fn chunk_page(
     }
     page.complete = true;
     page.has_before = found > lim;
-    page.n = docs.len() as i32;
-    let mut out = String::with_capacity(docs.iter().map(|d| d.len() + 1).sum());
-    for (k, d) in docs.iter().rev().enumerate() {
+    page.n = spans.len() as i32;
+    let mut out = String::with_capacity(stack.len() + spans.len());
+    for (k, &(a, b)) in spans.iter().rev().enumerate() {
         if k > 0 {
             out.push(',');
         }
-        out.push_str(d);
+        out.push_str(&stack[a..b]);
     }
     page.docs = out;
     page
@@ -443,6 +521,47 @@ fn chunk_page_sql(
         p.complete,
         p.contiguous,
     ))
+}
+
+/// The whole `list_messages` page document of a newest page (`newest`) or a
+/// history page, straight from chunks given newest first (they may start
+/// with the chunk holding `before`, which tells whether anything newer
+/// shows). NULL when the chunks cannot answer it all — not compacted that
+/// far, a gap, deleted messages thinning the page beyond them, or a history
+/// page whose newer side is unknown — and the caller reads the table.
+#[pg_extern(stable, parallel_safe, name = "_chunk_page_doc")]
+fn chunk_page_doc(
+    thread: &str,
+    before: i64,
+    lim: i32,
+    include_deleted: bool,
+    vis: i64,
+    newest: bool,
+    chunks: Array<&[u8]>,
+) -> Option<String> {
+    let p = chunk_page(
+        thread,
+        before,
+        lim.max(0) as usize,
+        include_deleted,
+        vis,
+        chunks.iter().map(|c| c.map(<[u8]>::to_vec)),
+        &open_sealed,
+    );
+    let has_after = if newest { false } else { p.newer_seen? };
+    if !p.complete {
+        return None;
+    }
+    let mut out = String::with_capacity(p.docs.len() + 200);
+    write_page(
+        &mut out,
+        thread,
+        &p.docs,
+        p.has_before,
+        has_after,
+        p.lo.zip(p.hi),
+    );
+    Some(out)
 }
 
 #[cfg(test)]
@@ -586,5 +705,56 @@ mod unit {
             let p = chunk_page("t", 21, 15, false, 0, set.into_iter().map(Some), &no_keys);
             assert!(!p.complete && !p.contiguous);
         }
+    }
+
+    #[test]
+    fn a_chunk_starting_at_the_cursor_tells_what_is_newer() {
+        let chunks = [chunk(21..=30, &[]), chunk(11..=20, &[]), chunk(1..=10, &[])];
+        let p = chunk_page(
+            "t",
+            21,
+            5,
+            false,
+            0,
+            chunks.iter().cloned().map(Some),
+            &no_keys,
+        );
+        assert!(p.complete && p.has_before);
+        assert_eq!((p.lo, p.hi, p.newer_seen), (Some(16), Some(20), Some(true)));
+        // Everything newer deleted: not known from these chunks.
+        let chunks = [chunk(21..=22, &[21, 22]), chunk(11..=20, &[])];
+        let p = chunk_page(
+            "t",
+            21,
+            5,
+            false,
+            0,
+            chunks.iter().cloned().map(Some),
+            &no_keys,
+        );
+        assert!(p.complete);
+        assert_eq!(p.newer_seen, None);
+    }
+
+    #[test]
+    fn sealed_bodies_are_opened_into_their_place() {
+        let e = encode_entry(&Entry {
+            seq: 1,
+            deleted: false,
+            doc: "{\"id\":\"m\",\"body\":,\"version\":1}",
+            sealed: Some(Sealed {
+                body_at: 17,
+                id: "m",
+                version: 1,
+                plain: None,
+                envelope: "pdb1:1:xyz",
+            }),
+        });
+        let packed = pack(&[&e[..]]).unwrap();
+        let open = |_: &str, s: &Sealed| format!("{{\"opened\":\"{}\"}}", s.envelope);
+        let p = chunk_page("t", 2, 5, false, 0, std::iter::once(Some(packed)), &open);
+        let v: serde_json::Value = serde_json::from_str(&p.docs).unwrap();
+        assert_eq!(v["body"]["opened"], "pdb1:1:xyz");
+        assert_eq!(v["version"], 1);
     }
 }

@@ -450,4 +450,58 @@ mod tests {
         assert_eq!(page("vault", 8, 1, false)[0]["body"]["text"], "okapi-fjord");
         assert_pages_match("vault", 120, 9);
     }
+
+    /// Every page of a thread, walking `before` cursors from the newest page.
+    fn walk(thread: &str, lim: i32, deleted: bool) -> Vec<serde_json::Value> {
+        let mut pages = vec![];
+        let mut q = format!(
+            "SELECT progressdb.list_messages('{thread}', {lim}, include_deleted => {deleted})"
+        );
+        loop {
+            let p = json(&q);
+            let more = p["pagination"]["has_before"] == true;
+            let cursor = p["pagination"]["before"].as_str().map(str::to_string);
+            pages.push(p);
+            match cursor {
+                Some(c) if more => {
+                    q = format!(
+                        "SELECT progressdb.list_messages('{thread}', {lim}, before => '{c}', include_deleted => {deleted})"
+                    )
+                }
+                _ => return pages,
+            }
+        }
+    }
+
+    #[pg_test]
+    fn pages_walked_by_cursor_are_the_same_from_chunks_and_from_rows() {
+        interleave(3, 200);
+        let ids = |lo: i64, hi: i64| {
+            format!("SELECT id FROM progressdb.messages WHERE thread = 't1' AND seq BETWEEN {lo} AND {hi}")
+        };
+        run(&format!(
+            "SELECT progressdb.delete_message(id) FROM ({}) x",
+            ids(40, 95)
+        ));
+        run(&format!(
+            "SELECT progressdb.delete_message(id) FROM ({}) x",
+            ids(150, 150)
+        ));
+        run(&format!(
+            "SELECT progressdb.delete_message(id) FROM ({}) x",
+            ids(200, 200)
+        ));
+        let from_rows: Vec<_> = [(7, false), (7, true), (50, false), (1000, false)]
+            .iter()
+            .map(|&(lim, d)| walk("t1", lim, d))
+            .collect();
+        assert!(from_rows[0].len() > 10, "a long walk");
+        run("SELECT progressdb.compact(min_age => '0')");
+        assert_eq!(chunked_seqs("t1"), 200);
+        let from_chunks: Vec<_> = [(7, false), (7, true), (50, false), (1000, false)]
+            .iter()
+            .map(|&(lim, d)| walk("t1", lim, d))
+            .collect();
+        assert_eq!(from_chunks, from_rows);
+    }
 }

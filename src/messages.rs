@@ -397,7 +397,7 @@ mod tests {
         );
         run("ANALYZE progressdb.messages");
         let config = Spi::get_one::<String>(
-            "SELECT array_to_string(proconfig, ',') FROM pg_proc WHERE oid = 'progressdb.list_messages_text'::regproc",
+            "SELECT array_to_string(proconfig, ',') FROM pg_proc WHERE oid = 'progressdb._list_messages_rows'::regproc",
         )
         .unwrap()
         .unwrap_or_default();

@@ -184,3 +184,16 @@ CREATE FUNCTION progressdb._chunk_page(
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'chunk_page_sql_wrapper';
+
+CREATE FUNCTION progressdb._chunk_page_doc(
+	"thread" TEXT, /* & str */
+	"before" bigint, /* i64 */
+	"lim" INT, /* i32 */
+	"include_deleted" bool, /* bool */
+	"vis" bigint, /* i64 */
+	"newest" bool, /* bool */
+	"chunks" bytea[] /* Array < & [u8] > */
+) RETURNS TEXT /* Option < String > */
+STRICT STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'chunk_page_doc_wrapper';
