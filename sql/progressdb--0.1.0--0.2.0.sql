@@ -1091,7 +1091,31 @@ DECLARE
     p record;
     has_before boolean;
     has_after boolean;
+    top bigint;          -- the newest compacted seq
+    tail_docs text;
+    tail_n integer;
+    tail_lo bigint;
+    tail_hi bigint;
 BEGIN
+    IF after IS NULL AND NOT has_before_cursor THEN
+        -- The newest page of a thread whose newest messages are not
+        -- compacted yet: those rows (the tail, usually the last minute or
+        -- so), then the rest of the page from the chunks below them.
+        SELECT max(ch.last_seq) INTO top FROM progressdb.message_chunks ch WHERE ch.thread = t.id;
+        IF top IS NOT NULL AND top < b_seq - 1 THEN
+            SELECT string_agg(x.doc, ',' ORDER BY x.seq), count(*), min(x.seq), max(x.seq)
+              INTO tail_docs, tail_n, tail_lo, tail_hi
+              FROM (SELECT m.seq, progressdb._message_text(m) AS doc
+                      FROM progressdb._page_older(t.id, b_seq, lim + 1, inc) m
+                     WHERE m.seq > greatest(top, vis)) x;
+            IF tail_n <= lim THEN
+                p := progressdb._page_text(t.id, top + 1, lim - tail_n, inc, vis);
+                RETURN progressdb._render_page(t.id,
+                    concat_ws(',', nullif(p.docs, ''), tail_docs), p.has_before, false,
+                    coalesce(p.lo, tail_lo), coalesce(tail_hi, p.hi));
+            END IF;
+        END IF;
+    END IF;
     IF after IS NULL THEN
         -- No cursor: the newest page; `before`: the page just older than it.
         p := progressdb._page_text(t.id, b_seq, lim, inc, vis);

@@ -503,5 +503,28 @@ mod tests {
             .map(|&(lim, d)| walk("t1", lim, d))
             .collect();
         assert_eq!(from_chunks, from_rows);
+
+        // Newer messages not compacted yet (the tail): the newest page is
+        // the tail's rows and the chunks below them, for every page size.
+        run(
+            "SELECT progressdb.post_message('t1', 'alice', jsonb_build_object('tail', i))
+               FROM generate_series(1, 6) i",
+        );
+        run(&format!(
+            "SELECT progressdb.delete_message(id) FROM ({}) x",
+            ids(204, 204)
+        ));
+        let sizes = [
+            (1, false),
+            (4, false),
+            (5, false),
+            (6, true),
+            (9, false),
+            (50, true),
+        ];
+        let hybrid: Vec<_> = sizes.iter().map(|&(lim, d)| walk("t1", lim, d)).collect();
+        run("DELETE FROM progressdb.message_chunks WHERE thread = 't1'");
+        let rows: Vec<_> = sizes.iter().map(|&(lim, d)| walk("t1", lim, d)).collect();
+        assert_eq!(hybrid, rows);
     }
 }
