@@ -48,13 +48,22 @@ done
 
 if [ "$SMOKE" = 1 ]; then
   THREADS=${THREADS:-50} MESSAGES=${MESSAGES:-2000} DURATION=${DURATION:-2} ROUNDS=${ROUNDS:-1}
-  COLD_TX=20 HTTP_CONNS="8" BATCH=500 BUILD=0
+  # 32 connections too: the issue-11 HTTP targets are judged there
+  COLD_TX=20 HTTP_CONNS="8 32" BATCH=500 BUILD=0
 else
   THREADS=${THREADS:-10000} MESSAGES=${MESSAGES:-1000000} DURATION=${DURATION:-15} ROUNDS=${ROUNDS:-2}
   COLD_TX=300 HTTP_CONNS="8 32 64" BATCH=20000
 fi
 APPEND_CLIENTS="1 8"   # append at 1 and 8 clients
-READ_CLIENTS=8         # page reads at 8 clients
+READ_CLIENTS=8         # page reads at 8 clients, every target, --rounds rounds
+SOLO_CLIENTS=1         # and at 1 client: newest and warm history for the issue-11 ratios
+SOLO_ROUNDS=1          # (progressdb's two faces, naive, naive_json), one round: keeps the
+                       # full run under ~28 min
+# The SQL targets of the page and append scenarios. progressdb is the text
+# face (list_messages_text / post_message_text: what the gateway serves);
+# progressdb_jsonb the jsonb face (list_messages / post_message).
+SQL_TARGETS="progressdb progressdb_jsonb naive naive_json langchain"
+SOLO_TARGETS="progressdb progressdb_jsonb naive naive_json"
 NCURSORS=1000          # history cursors (busy threads) to pick from
 BUFFER_SAMPLES=20      # pages EXPLAINed for the buffers figure
 BUFFER_SAMPLES_WIDE=200 # and for progressdb's wider sample (distribution)
@@ -163,6 +172,7 @@ meta cold_tx "$COLD_TX"
 meta buffer_samples "$BUFFER_SAMPLES"
 meta duration_s "$DURATION"
 meta rounds "$ROUNDS"
+meta solo_rounds "$SOLO_ROUNDS"
 log "bench: $COMMAND  (work dir $WORK, results -> $OUT)"
 log "machine: $NPROC cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -312,7 +322,11 @@ buffers() { # scenario target page [whole_call]  (target *_wide: $BUFFER_SAMPLES
 # report uses each target's best round, results.json keeps every round.
 # naive_json is the naive table again, each page (and each appended row)
 # returned as one JSON document built in SQL: pgbench/*_naive_json.sql.
-targets_for_round() { if [ $(( $1 % 2 )) = 1 ]; then echo progressdb naive naive_json langchain; else echo langchain naive_json naive progressdb; fi; }
+# targets_for_round ROUND TARGET...: the targets as given in odd rounds, reversed in even ones.
+targets_for_round() {
+  local r=$1; shift
+  if [ $(( r % 2 )) = 1 ]; then echo "$@"; else printf '%s\n' "$@" | tac | tr '\n' ' '; fi
+}
 
 # ------------------------------------------------------------------ timeline clustering
 # The loaded heap has every thread's messages interleaved. When the extension
@@ -346,6 +360,11 @@ if [ "$COMPACT" != no ] && [ "$HAS_COMPACT" = 1 ]; then
         pg_size_pretty(pg_total_relation_size('progressdb.message_chunks'))
       FROM progressdb.message_chunks")
     read -r n_chunks per_chunk chunk_bytes chunks_toasted chunks_size <<< "$chunks"
+    # The history cursors again, now that pages come from chunks: the page
+    # cursor still gives the message id's page, and the right messages.
+    problems=$(psql_db -At -c "SELECT bench.check_cursors()") || problems="check_cursors failed to run"
+    if [ -z "$problems" ]; then rec scenario=cursor_check target=compacted status=ok
+    else rec scenario=cursor_check target=compacted status=failed error="$problems"; fi
     rec scenario=compaction target=progressdb status=ok seconds="$secs" messages="$moved" calls="$rounds" \
       size="$(psql_db -At -c "$PDB_SIZE_SQL")" chunks="$n_chunks" messages_per_chunk="$per_chunk" \
       chunk_stored_bytes="$chunk_bytes" chunks_over_8000_bytes="$chunks_toasted" chunks_size="$chunks_size"
@@ -374,17 +393,24 @@ pgb() {
     --prefix "$prefix" --status "$status" --extra "{\"round\": ${ROUND:-1}}"
   rm -f "$prefix".[0-9]*   # per-transaction logs: summarised above
 }
-log "scenario: newest page of 50, $READ_CLIENTS clients, ${DURATION}s each, $ROUNDS round(s)"
+log "scenario: newest page of 50, $READ_CLIENTS clients, ${DURATION}s each, $ROUNDS round(s); $SOLO_CLIENTS client, $SOLO_ROUNDS round(s)"
 for ROUND in $(seq 1 "$ROUNDS"); do
-  for t in $(targets_for_round "$ROUND"); do pgb newest "$t" "$READ_CLIENTS" "newest_$t.sql"; done
+  for t in $(targets_for_round "$ROUND" $SQL_TARGETS); do pgb newest "$t" "$READ_CLIENTS" "newest_$t.sql"; done
+done
+for ROUND in $(seq 1 "$SOLO_ROUNDS"); do
+  for t in $(targets_for_round "$ROUND" $SOLO_TARGETS); do pgb newest "$t" "$SOLO_CLIENTS" "newest_$t.sql"; done
 done
 
 log "scenario: history page of 50 (older half of busy threads), warm"
 for t in progressdb naive naive_json langchain; do
   psql_db -At -c "SELECT bench.warm('$t', 'history')" > /dev/null 2>&1 || true
 done
+# (progressdb_jsonb reads what progressdb's warm-up read)
 for ROUND in $(seq 1 "$ROUNDS"); do
-  for t in $(targets_for_round "$ROUND"); do pgb history_warm "$t" "$READ_CLIENTS" "history_$t.sql"; done
+  for t in $(targets_for_round "$ROUND" $SQL_TARGETS); do pgb history_warm "$t" "$READ_CLIENTS" "history_$t.sql"; done
+done
+for ROUND in $(seq 1 "$SOLO_ROUNDS"); do
+  for t in $(targets_for_round "$ROUND" $SOLO_TARGETS); do pgb history_warm "$t" "$SOLO_CLIENTS" "history_$t.sql"; done
 done
 ROUND=1
 log "shared buffers per page (EXPLAIN ANALYZE BUFFERS, $BUFFER_SAMPLES pages)"
@@ -405,7 +431,7 @@ buffers buffers_newest progressdb_wide newest
 log "scenario: append, clients $APPEND_CLIENTS"
 for c in $APPEND_CLIENTS; do
   for ROUND in $(seq 1 "$ROUNDS"); do
-    for t in $(targets_for_round "$ROUND"); do pgb append "$t" "$c" "append_$t.sql"; done
+    for t in $(targets_for_round "$ROUND" $SQL_TARGETS); do pgb append "$t" "$c" "append_$t.sql"; done
   done
 done
 ROUND=1

@@ -210,9 +210,16 @@ SQL_SCENARIOS = [
     ("history_warm", "History page of 50, older half of a busy thread, warm cache", "pages/s"),
     ("history_cold", "History page of 50, cold cache (after restart + dropped OS caches)", "pages/s"),
 ]
-TARGETS = ["progressdb", "naive", "naive_json", "langchain"]
+TARGETS = ["progressdb", "progressdb_jsonb", "naive", "naive_json", "langchain"]
+# progressdb's two faces: the text face (list_messages_text / post_message_text,
+# the documents as JSON text rendered once; what the gateway serves) is the
+# `progressdb` target; the jsonb face (list_messages / post_message) is
+# `progressdb_jsonb`, measured beside it (older results.json files have no
+# jsonb target and measured the jsonb functions as `progressdb`).
+PDB_FACES = ("progressdb", "progressdb_jsonb")
 TARGET_LABEL = {
-    "progressdb": "progressdb (SQL API)",
+    "progressdb": "progressdb, text face (SQL API)",
+    "progressdb_jsonb": "progressdb, jsonb face (SQL API)",
     "naive": "naive table",
     "naive_json": "naive table + JSON in SQL",
     "langchain": "langchain-postgres shape",
@@ -274,12 +281,12 @@ def build(recs, meta):
         for c in sorted({r.get("clients") for r in find(recs, scen)}):
             naive = one(recs, scen, "naive", c)
             naive_json = one(recs, scen, "naive_json", c)
-            for t in ("progressdb", "naive_json", "langchain"):
+            for t in ("progressdb", "progressdb_jsonb", "naive_json", "langchain"):
                 r = one(recs, scen, t, c)
                 q = ratio(r, naive)
                 if q is not None:
                     entry = {"scenario": scen, "target": t, "clients": c, "throughput_ratio_to_naive": round(q, 3)}
-                    qj = ratio(r, naive_json) if t == "progressdb" else None
+                    qj = ratio(r, naive_json) if t in PDB_FACES else None
                     if qj is not None:
                         entry["throughput_ratio_to_naive_json"] = round(qj, 3)
                     derived["ratios"].append(entry)
@@ -298,7 +305,7 @@ def build(recs, meta):
         p, n = one(recs, "newest", "progressdb", c), one(recs, "newest", "naive", c)
         q = ratio(p, n)
         targets.append({
-            "target": f"newest page ≥ naive ({c} clients)",
+            "target": f"newest page ≥ naive ({c} client{'s' if c != 1 else ''})",
             "measured": f"{q:.2f}× ({fmt(p['throughput'])} vs {fmt(n['throughput'])} pages/s)" if q else "not measured",
             "met": q is not None and q >= 1.0, "where": "Newest page table; plot panel A"})
     # 3. history page <= 8 shared buffers (every sampled page: max <= 8)
@@ -357,7 +364,109 @@ def build(recs, meta):
                 "measured": (f"{q:.2f}× ({fmt(p['throughput'])} vs {fmt(j['throughput'])} {unit})" if q
                              else "not measured"),
                 "met": None, "informational": True, "where": f"{table}; plot panel A"})
+    derived["issue11"] = issue11_targets(recs)
     return derived
+
+
+# The 0.2.0 baseline of the issue-11 HTTP target: GET /v1/threads/{id}/messages?limit=50
+# at 32 connections as recorded in bench/results.json of commit 2f8bd47 (the full run
+# on 0.2.0 before render-once; project at e065c38). A constant rather than read from
+# git at report time: once a new full run is committed, the results.json in HEAD is
+# that run itself, and a re-render must still compare with the same baseline.
+HTTP_GET_BASELINE = {"throughput": 649.6, "clients": 32, "commit": "2f8bd47", "project": "e065c38"}
+ISSUE11_TITLE = "Release 0.2 render-once targets (issue 11)"
+
+
+def issue11_targets(recs):
+    """The targets of issue 11, each a ratio (or buffer count) measured in this run.
+
+    Every entry: scenario, target (the threshold), op (">=" or "<="), threshold,
+    value (the judged number, None when not measured), measured (text), met
+    (None when not measured), jsonb (the jsonb face's ratio, where it has one)."""
+    out = []
+
+    def add(scenario, target, op, threshold, value, measured, jsonb=None):
+        met = None if value is None else (value >= threshold if op == ">=" else value <= threshold)
+        out.append({"scenario": scenario, "target": target, "op": op, "threshold": threshold,
+                    "value": None if value is None else round(value, 4), "measured": measured, "met": met,
+                    "jsonb": None if jsonb is None else round(jsonb, 4)})
+
+    def vs(a, b, unit, unit_b=None):
+        q = ratio(a, b)
+        if q is None:
+            why = status_cell(a) or status_cell(b) or "not run"
+            return None, f"not measured ({why})"
+        ua = f" {unit}" if unit_b else ""
+        return q, f"{q:.2f}× ({fmt(a['throughput'])}{ua} vs {fmt(b['throughput'])} {unit_b or unit})"
+
+    def clients(c):
+        return f"{c} client{'s' if c != 1 else ''}"
+
+    # pages of 50 through the text face vs the naive table's raw rows and its JSON built in SQL
+    for scen, page in (("newest", "newest page of 50"), ("history_warm", "history page of 50 (warm)")):
+        for c in (1, 8):
+            p, pj = one(recs, scen, "progressdb", c), one(recs, scen, "progressdb_jsonb", c)
+            for base, label, thr in (("naive", "naive raw rows", 1.0), ("naive_json", "naive + JSON in SQL", 2.0)):
+                b = one(recs, scen, base, c)
+                q, text = vs(p, b, "pages/s")
+                add(f"{page}, {clients(c)}", f"≥ {thr:.1f}× {label}", ">=", thr, q, text, ratio(pj, b))
+    # the whole list_messages_text call: shared buffers (mean and max over the sampled pages)
+    compacted = ok(one(recs, "compaction", "progressdb"))
+    for scen, page in (("buffers_history", "history page, whole list_messages_text call"),
+                       ("buffers_newest", "newest page of a compacted thread, whole list_messages_text call")):
+        r = one(recs, scen, "progressdb_call")
+        if scen == "buffers_newest" and not compacted:
+            add(page, "≤ 8 shared buffers (mean and max)", "<=", 8, None,
+                "not measured (the threads were not compacted)")
+        elif ok(r):
+            add(page, "≤ 8 shared buffers (mean and max)", "<=", 8, max(r["mean"], r["max"]),
+                f"mean {r['mean']}, max {r['max']} over {r['samples']} pages")
+        else:
+            add(page, "≤ 8 shared buffers (mean and max)", "<=", 8, None,
+                f"not measured ({status_cell(r) or 'not run'})")
+    # append through the text face vs the naive INSERT … RETURNING to_jsonb(row)::text (append_naive_json.sql)
+    for c in (1, 8):
+        p, pj, j = (one(recs, "append", t, c) for t in ("progressdb", "progressdb_jsonb", "naive_json"))
+        q, text = vs(p, j, "tx/s")
+        add(f"append, {clients(c)}", "≥ 0.85× naive INSERT … RETURNING to_jsonb(row)", ">=", 0.85, q, text,
+            ratio(pj, j))
+    # HTTP
+    hr = http_reason(recs) if not ok(one(recs, "http", "gateway")) else None
+    base = HTTP_GET_BASELINE
+    g = one(recs, "http_get", "gateway", base["clients"])
+    if ok(g):
+        q = g["throughput"] / base["throughput"]
+        text = f"{q:.2f}× ({fmt(g['throughput'])} vs {base['throughput']:g} req/s)"
+    else:
+        q, text = None, hr or f"not measured ({status_cell(g) or str(base['clients']) + ' connections not run'})"
+    add(f"GET /v1/threads/{{id}}/messages?limit=50, {base['clients']} connections",
+        f"≥ 2.5× the 0.2.0 baseline ({base['throughput']:g} req/s, bench/results.json of {base['commit']})",
+        ">=", 2.5, q, text)
+    for route, name, thr, conns in (("http_get", "GET /v1/threads/{id}/messages?limit=50", 0.8, (32,)),
+                                    ("http_post", "POST /v1/messages", 0.7, (8, 32, 64))):
+        for c in conns:
+            g, sq = one(recs, route, "gateway", c), one(recs, route + "_sql", "pgbench", c)
+            if hr:
+                q, text = None, hr
+            elif g is None:
+                q, text = None, f"not measured ({c} connections not run)"
+            else:
+                q, text = vs(g, sq, "req/s", "tx/s")
+            add(f"{name}, {c} connections", f"≥ {thr}× pgbench running the same SQL", ">=", thr, q, text)
+    # encrypted threads: newest page vs plain threads' newest page, same clients
+    enc = one(recs, "encrypted", "progressdb")
+    cs = sorted({r.get("clients") for r in find(recs, "encrypted_newest")}) or [None]
+    for c in cs:
+        e, pl = one(recs, "encrypted_newest", "encrypted", c), one(recs, "encrypted_newest", "plain", c)
+        if enc is None or enc.get("status") != "ok":
+            q, text = None, (enc or {}).get("reason") or (enc or {}).get("error") or "not measured"
+            if not text.startswith("not measured"):
+                text = "not measured: " + text
+        else:
+            q, text = vs(e, pl, "pages/s")
+        add(f"encrypted threads, newest page of 50{', ' + clients(c) if c else ''}",
+            "≥ 0.8× plain threads' newest page", ">=", 0.8, q, text)
+    return out
 
 
 def http_reason(recs):
@@ -401,8 +510,8 @@ def scenario_rows(recs, scen, json_col=False):
             row = [TARGET_LABEL[t], str(c), fmt(r["throughput"]), fmt(r["p50_ms"]), fmt(r["p99_ms"]),
                    f"{q:.2f}×" if q is not None else "–"]
             if json_col:
-                qj = ratio(r, naive_json) if t in ("progressdb", "naive_json") else None
-                row.append(f"{qj:.2f}×" if qj is not None else ("–" if t in ("progressdb", "naive_json") else ""))
+                qj = ratio(r, naive_json) if t in PDB_FACES + ("naive_json",) else None
+                row.append(f"{qj:.2f}×" if qj is not None else ("–" if t in PDB_FACES + ("naive_json",) else ""))
             rows.append(row)
     return rows
 
@@ -440,6 +549,8 @@ def write_md(path, recs, meta, derived, png_name):
     L.append("Every client, the server and (for HTTP) the gateway and wrk share these cores.")
     L.append("")
 
+    write_md_issue11(L, derived.get("issue11") or [])
+
     L.append("## Targets")
     L.append("")
     L.append(md_table(["target", "measured", "verdict", "reported in"],
@@ -473,15 +584,22 @@ def write_md(path, recs, meta, derived, png_name):
         if r is None:
             continue
         bad = status_cell(r)
-        rows.append([TARGET_LABEL[t], bad or fmt(r.get("seconds")),
+        # the load posts through post_message whatever the face of the progressdb target
+        lbl = "progressdb (SQL API)" if t == "progressdb" else TARGET_LABEL[t]
+        rows.append([lbl, bad or fmt(r.get("seconds")),
                      fmt(r.get("rows_per_s")) if not bad else "", r.get("size", "") if not bad else "",
                      r.get("method", "")])
     L.append(md_table(["target", "load time (s)", "messages/s", "size on disk (table+indexes)", "how"], rows))
     L.append("")
     chk = one(recs, "load_check", "all")
     if chk:
-        L.append(f"Load check (every target holds exactly the generated messages in order): "
-                 f"{'passed' if ok(chk) else 'FAILED: ' + chk.get('error', '')}.")
+        L.append(f"Load check (every target holds exactly the generated messages in order; every history "
+                 f"cursor's opaque page cursor gives the same page as its message id, the messages just older "
+                 f"than it): {'passed' if ok(chk) else 'FAILED: ' + chk.get('error', '')}.")
+        cc = one(recs, "cursor_check", "compacted")
+        if cc:
+            L.append(f"The cursor check again after compaction (pages from timeline chunks): "
+                     f"{'passed' if ok(cc) else 'FAILED: ' + cc.get('error', '')}.")
         L.append("")
 
     for scen, title, unit in SQL_SCENARIOS:
@@ -492,11 +610,14 @@ def write_md(path, recs, meta, derived, png_name):
         L.append(f"## {title}")
         L.append("")
         extra = {
-            "append": "`SELECT progressdb.post_message(thread, author, body)` vs `INSERT … RETURNING id` into "
+            "append": "`SELECT progressdb.post_message_text(thread, author, body)` (text face; jsonb face: "
+                      "`post_message`) vs `INSERT … RETURNING id` into "
                       "the naive table (and the langchain table), uniformly random existing thread, body 100–2000 chars.",
-            "newest": "`progressdb.list_messages(thread, 50)` vs `SELECT … WHERE thread = $1 ORDER BY created_at "
+            "newest": "`progressdb.list_messages_text(thread, 50)` (text face; jsonb face: `list_messages`) vs "
+                      "`SELECT … WHERE thread = $1 ORDER BY created_at "
                       "DESC LIMIT 50` (langchain: `WHERE session_id = $1 ORDER BY id DESC LIMIT 50`).",
-            "history_warm": "`list_messages(thread, 50, before => id)` vs keyset `created_at < $x ORDER BY "
+            "history_warm": "`list_messages_text(thread, 50, before => cursor)` with the opaque page cursor (jsonb "
+                            "face: `list_messages`) vs keyset `created_at < $x ORDER BY "
                             "created_at DESC LIMIT 50` (langchain: `id < $x ORDER BY id DESC`), after one "
                             "warm-up pass over all cursors.",
             "history_cold": "Same queries, each target measured right after a server restart"
@@ -513,8 +634,12 @@ def write_md(path, recs, meta, derived, png_name):
         L.append(extra)
         rounds = max([r.get("round", 1) for r in find(recs, scen)] + [1])
         if rounds > 1:
+            solo = [c for c in sorted({r.get("clients") for r in find(recs, scen)})
+                    if max(r.get("round", 1) for r in find(recs, scen, clients=c)) < rounds]
             L.append(f"Each row is the target's best of {rounds} rounds, run in alternating target order "
-                     "(every round is in `results.json`).")
+                     "(every round is in `results.json`)"
+                     + (f", except at {', '.join(map(str, solo))} client{'s' if solo != [1] else ''}: "
+                        f"{m.get('solo_rounds', 1)} round." if solo else "."))
         L.append("")
         L.append(md_table(["target", "clients", f"throughput ({unit})", "p50 (ms)", "p99 (ms)",
                            "throughput ratio to naive"] + (["throughput ratio to naive + JSON"] if json_col else []),
@@ -525,11 +650,12 @@ def write_md(path, recs, meta, derived, png_name):
     L.append("")
     L.append("`EXPLAIN (ANALYZE, BUFFERS)` of the page query (shared hit + read, execution only) over the first "
              f"{m.get('buffer_samples')} history cursors (random busy threads), warm. For progressdb the query is "
-             "the page read `list_messages` runs, `SELECT * FROM progressdb._page_before(thread, seq, 50, false)` "
-             "(timeline chunks where the thread is compacted that far, else an index range scan of the messages), "
-             "with seq = the cursor for a history page and the thread's last seq + 1 for the newest page; "
-             "the whole `list_messages` call (thread lookup, cursor lookup, has_before/has_after probes, JSON) "
-             "is shown for reference.")
+             "the page read `list_messages_text` runs, `SELECT * FROM progressdb._page_text(thread, seq, 50, false)` "
+             "(timeline chunks where the thread is compacted that far, else an index range scan of the messages; "
+             "it returns the page as one row of rendered documents), "
+             "with seq = the cursor's position for a history page and the thread's last seq + 1 for the newest "
+             "page; the whole `list_messages_text` call with the opaque page cursor, as the gateway makes it "
+             "(thread lookup, page, has_after probe, page document), is judged in the issue-11 targets.")
     L.append("")
     comp = one(recs, "compaction", "progressdb")
     if comp is not None:
@@ -554,7 +680,7 @@ def write_md(path, recs, meta, derived, png_name):
             if r is None:
                 continue
             lbl = {"progressdb_interleaved": "progressdb, as loaded (interleaved)",
-                   "progressdb_call": "progressdb: whole list_messages call",
+                   "progressdb_call": "progressdb: whole list_messages_text call",
                    "progressdb_wide": f"progressdb, wider sample ({r.get('samples')} pages)"}.get(t, TARGET_LABEL.get(t))
             if t == "progressdb" and compacted:
                 lbl = "progressdb, after compact()"
@@ -621,7 +747,8 @@ def write_md(path, recs, meta, derived, png_name):
     else:
         L.append(f"{e.get('threads')} plain and {e.get('threads')} encrypted threads, each first given "
                  f"{e.get('messages_per_thread')} messages (the load row), then append and newest page of 50 "
-                 "through the SQL API on uniformly random threads of each set.")
+                 "through the SQL API's text face (`post_message_text`, `list_messages_text`) on uniformly random "
+                 "threads of each set.")
         L.append("")
         rows = []
         for scen, label in (("encrypted_load", "load (1 session)"), ("encrypted_append", "append"),
@@ -660,6 +787,36 @@ def write_md(path, recs, meta, derived, png_name):
         f.write(text)
 
 
+def issue11_verdict(t):
+    if t["met"] is None:
+        return "not measured"
+    return verdict(t["met"])
+
+
+def write_md_issue11(L, rows):
+    if not rows:
+        return
+    L.append(f"## {ISSUE11_TITLE}")
+    L.append("")
+    L.append("Each target is a ratio of two numbers measured in this run (or, for buffers, a count), judged on "
+             "progressdb's **text face** (`list_messages_text` / `post_message_text`: the documents rendered once, "
+             "as JSON text; what the gateway serves). The last column is the same ratio for the **jsonb face** "
+             "(`list_messages` / `post_message`, the text parsed into jsonb), not judged. \"naive raw rows\": "
+             "the naive table's bare `SELECT … LIMIT 50`; \"naive + JSON in SQL\": the same rows as one "
+             "`jsonb_agg(to_jsonb(row))` document, as text. HTTP baseline: GET at "
+             f"{HTTP_GET_BASELINE['clients']} connections in `bench/results.json` of commit "
+             f"{HTTP_GET_BASELINE['commit']} (0.2.0 before render-once), a constant in `bench/lib/report.py`.")
+    L.append("")
+    L.append(md_table(["scenario", "target", "measured (text face)", "verdict", "jsonb face"],
+                      [[t["scenario"], t["target"], t["measured"], issue11_verdict(t),
+                        f"{t['jsonb']:.2f}×" if t.get("jsonb") is not None else ""] for t in rows]))
+    L.append("")
+    n = [t for t in rows if t["met"] is not None]
+    L.append(f"{sum(1 for t in n if t['met'])} of {len(n)} measured targets met"
+             + (f"; {len(rows) - len(n)} not measured." if len(rows) > len(n) else "."))
+    L.append("")
+
+
 def kept_sections(path):
     """Sections that other scripts keep in RESULTS.md between <!-- NAME:begin -->
     and <!-- NAME:end --> (bench/members.sh writes one): carried over as they
@@ -678,17 +835,31 @@ def write_png(path, recs, meta, derived):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"progressdb": "#2f6fba", "naive": "#9a9a9a", "naive_json": "#5b5b5b", "langchain": "#e08a2c",
-              "progressdb_interleaved": "#9cc0e8", "gateway": "#2f6fba", "pgbench": "#9a9a9a"}
+    colors = {"progressdb": "#2f6fba", "progressdb_jsonb": "#8db4e2", "naive": "#9a9a9a", "naive_json": "#5b5b5b",
+              "langchain": "#e08a2c", "progressdb_interleaved": "#c7daf0", "progressdb_call": "#1b3f6e",
+              "gateway": "#2f6fba", "pgbench": "#9a9a9a"}
+    # the jsonb face: progressdb's light blue, hatched
+    hatch = {"progressdb_jsonb": "//"}
     sql_scens = {s for s, _, _ in SQL_SCENARIOS}
     # targets with SQL scenario runs (older results.json files have no naive_json)
     present = [t for t in TARGETS if any(r.get("target") == t and r.get("scenario") in sql_scens for r in recs)]
-    fig, axes = plt.subplots(2, 2, figsize=(15, 10.5))
+    # A (SQL throughput) and D (latency) have a group per scenario and client count and a bar per
+    # target: full width. B and C share a row. E, the issue-11 targets, has a bar per target.
+    # Laid out by hand (no tight_layout): E's long row labels would otherwise push every
+    # full-width panel to the right.
+    n11 = len(derived.get("issue11") or [])
+    e_h = max(0.42 * n11 + 1.2, 3) if n11 else 0
+    fig_h = 19.5 + e_h
+    fig = plt.figure(figsize=(16, fig_h))
+    gs = fig.add_gridspec(4 if n11 else 3, 2, height_ratios=[6, 6, 6] + ([e_h] if n11 else []),
+                          left=0.06, right=0.98, top=1 - 1.5 / fig_h, bottom=0.8 / fig_h,
+                          hspace=0.42, wspace=0.2)
+    axes = [[fig.add_subplot(gs[0, :]), fig.add_subplot(gs[1, 0])], [fig.add_subplot(gs[1, 1]), fig.add_subplot(gs[2, :])]]
     fig.suptitle(
         f"ProgressDB benchmark{' (SMOKE — tiny dataset)' if meta.get('smoke') else ''} — "
         f"{fmt(meta.get('dataset', {}).get('messages'))} messages in {fmt(meta.get('dataset', {}).get('threads'))} "
         f"threads — {meta.get('nproc')} cores, load {meta.get('loadavg_start')} — {meta.get('date', '')[:10]}",
-        fontsize=13, fontweight="bold")
+        fontsize=13, fontweight="bold", y=1 - 0.35 / fig_h)
 
     # A: throughput ratio to naive
     ax = axes[0][0]
@@ -698,27 +869,31 @@ def write_png(path, recs, meta, derived):
             short = {"append": "append", "newest": "newest page", "history_warm": "history page\nwarm",
                      "history_cold": "history page\ncold"}[scen]
             groups.append((scen, c, f"{short}\n{c} client{'s' if c != 1 else ''}"))
-    goal = {"append": 0.85, "newest": 1.0}
-    # progressdb, the naive table + JSON in SQL (when measured) and langchain, each ÷ naive
-    abars = [t for t in ("progressdb", "naive_json", "langchain") if t != "naive_json" or "naive_json" in present]
+    goal = {"append": 0.85, "newest": 1.0, "history_warm": 1.0}
+    # progressdb's faces, the naive table + JSON in SQL (when measured) and langchain, each ÷ naive
+    abars = [t for t in ("progressdb", "progressdb_jsonb", "naive_json", "langchain")
+             if t not in ("naive_json", "progressdb_jsonb") or t in present]
     w = 0.76 / len(abars)
     labelled = set()
     for i, (scen, c, label) in enumerate(groups):
         naive = one(recs, scen, "naive", c)
         for j, t in enumerate(abars):
-            q = ratio(one(recs, scen, t, c), naive)
+            r = one(recs, scen, t, c)
+            q = ratio(r, naive)
             x = i + (j - (len(abars) - 1) / 2) * w
             if q is None:
-                ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=8, rotation=90)
+                if r is not None:  # run but failed (targets not run at this client count: no bar)
+                    ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=8, rotation=90)
                 continue
-            ax.bar(x, q, w, color=colors[t], label=TARGET_LABEL[t] if t not in labelled else None)
+            ax.bar(x, q, w, color=colors[t], hatch=hatch.get(t), edgecolor="white" if t in hatch else None,
+                   label=TARGET_LABEL[t] if t not in labelled else None)
             labelled.add(t)
-            ax.text(x, q, f"{q:.2f}×", ha="center", va="bottom", fontsize=9 if len(abars) < 3 else 8,
+            ax.text(x, q, f"{q:.2f}×", ha="center", va="bottom", fontsize=9 if len(abars) < 3 else 7.5,
                     fontweight="bold" if t == "progressdb" else None)
         if scen in goal:
             half = len(abars) * w / 2
             ax.plot([i - half, i + half], [goal[scen]] * 2, color="#c0392b", lw=2.5,
-                    label="target (append ≥ 0.85×, newest page ≥ 1×)" if not any(g[0] in goal for g in groups[:i]) else None)
+                    label="target (pages ≥ 1×, append ≥ 0.85×)" if not any(g[0] in goal for g in groups[:i]) else None)
     ax.axhline(1.0, color="black", lw=1, ls="--")
     ax.text(-0.45, 1.0, "naive = 1", va="bottom", ha="left", fontsize=9)
     ax.set_xticks(range(len(groups)))
@@ -727,17 +902,19 @@ def write_png(path, recs, meta, derived):
     compacted = ok(one(recs, "compaction", "progressdb"))
     ax.set_title("A. SQL throughput relative to the naive table (higher is better)"
                  + ("\nprogressdb storage: compacted timelines" if compacted else ""))
-    ax.legend(loc="upper left", fontsize=9)
+    ax.legend(loc="upper left", fontsize=9, ncol=3)
     top = max([p.get_height() for p in ax.patches] + [1.2])
-    ax.set_ylim(0, top * 1.4)
+    ax.set_ylim(0, top * 1.5)
 
     # B: buffers per page
     ax = axes[0][1]
     cats = [("buffers_history", "history page"), ("buffers_newest", "newest page")]
     btargets = (["progressdb_interleaved"] if any(ok(one(recs, c, "progressdb_interleaved")) for c, _ in cats)
-                else []) + [t for t in TARGETS if any(one(recs, c, t) for c, _ in cats)]  # naive_json: none
+                else []) + [t for t in TARGETS + ["progressdb_call"] if any(one(recs, c, t) for c, _ in cats)]
+    # (naive_json: none, it touches naive's buffers)
     compacted = ok(one(recs, "compaction", "progressdb"))
-    blabel = dict(TARGET_LABEL, progressdb_interleaved="progressdb as loaded (interleaved)")
+    blabel = dict(TARGET_LABEL, progressdb_interleaved="progressdb as loaded (interleaved)",
+                  progressdb_call="progressdb: whole list_messages_text call")
     if compacted:
         blabel["progressdb"] = "progressdb after compact()"
     w = 0.8 / len(btargets)
@@ -753,14 +930,14 @@ def write_png(path, recs, meta, derived):
             ax.plot([x, x], [max(r["min"], 0.5), max(r["max"], 0.5)], color="black", lw=1)
             ax.text(x, max(r["max"], r["mean"]) * 1.12, f"{r['mean']:g}\n(max {r['max']})", ha="center",
                     va="bottom", fontsize=8)
-    ax.plot([-0.45, 0.45], [8, 8], color="#c0392b", lw=2.5, label="target ≤ 8 (history)")
+    ax.axhline(8, color="#c0392b", lw=2, label="target ≤ 8 (history page read; whole call: history and newest)")
     ax.set_yscale("log")
     ax.set_xticks(range(len(cats)))
     ax.set_xticklabels([c[1] for c in cats])
     ax.set_ylabel("shared buffers touched per page of 50 (log)")
     ax.set_title("B. Buffers per page, EXPLAIN (ANALYZE, BUFFERS) — lower is better")
     if anybar:
-        ax.legend(loc="upper center", fontsize=9, ncol=2)
+        ax.legend(loc="upper center", fontsize=8, ncol=2)
         ymax = max([r["max"] for r in recs if r.get("scenario", "").startswith("buffers_") and ok(r)] + [8])
         ax.set_ylim(0.5, ymax * 40)
 
@@ -795,10 +972,11 @@ def write_png(path, recs, meta, derived):
         ax.set_ylabel("requests (transactions) per second")
         ax.set_ylim(0, max([max(l.get_ydata()) for l in ax.get_lines()] + [3000]) * 1.25)
         ax.legend(fontsize=8, loc="upper left")
-        ax.set_title(f"C. HTTP gateway vs pgbench on the same SQL (gateway peak RSS {h.get('vmhwm', '?')})")
+        ax.set_title(f"C. HTTP gateway vs pgbench on the same SQL\n(gateway peak RSS {h.get('vmhwm', '?')})")
 
     # D: p99 latency per scenario
     ax = axes[1][1]
+    d_labelled = set()
     w = 0.78 / max(len(present), 1)
     for i, (scen, c, label) in enumerate(groups):
         for j, t in enumerate(present):
@@ -806,7 +984,9 @@ def write_png(path, recs, meta, derived):
             if not ok(r):
                 continue
             x = i + (j - (len(present) - 1) / 2) * w
-            ax.bar(x, r["p99_ms"], w, color=colors[t], label=TARGET_LABEL[t] if i == 0 else None)
+            ax.bar(x, r["p99_ms"], w, color=colors[t], hatch=hatch.get(t), edgecolor="white" if t in hatch else None,
+                   label=TARGET_LABEL[t] if t not in d_labelled else None)
+            d_labelled.add(t)
             ax.plot([x - w / 2, x + w / 2], [r["p50_ms"]] * 2, color="white", lw=2)
             ax.text(x, r["p99_ms"] * 1.08, fmt(r["p99_ms"]), ha="center", va="bottom", fontsize=7)
     ax.set_yscale("log")
@@ -814,14 +994,57 @@ def write_png(path, recs, meta, derived):
     ax.set_xticklabels([g[2] for g in groups], fontsize=9)
     ax.set_ylabel("p99 latency, ms (log); white tick = p50")
     ax.set_title("D. SQL latency: p99 bars, p50 ticks — lower is better")
-    ax.legend(fontsize=9, loc="upper left")
+    ax.legend(fontsize=9, loc="upper left", ncol=3)
     if ax.patches:
         lows = [r["p50_ms"] for scen, c, _ in groups for t in TARGETS
                 for r in [one(recs, scen, t, c)] if ok(r) and r.get("p50_ms")]
         ax.set_ylim(min(lows) / 2, max(p.get_height() for p in ax.patches) * 6)
 
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
-    fig.savefig(path, dpi=110)
+    if n11:
+        ax = fig.add_subplot(gs[3, :])
+        pos = ax.get_position()
+        ax.set_position([0.3, pos.y0, 0.98 - 0.3, pos.height])  # room for the row labels
+        plot_issue11(ax, derived["issue11"], colors, hatch)
+    fig.savefig(path, dpi=100)
+
+
+def plot_issue11(ax, rows, colors, hatch):
+    """E: each issue-11 target as measured ÷ threshold (buffers: threshold ÷ measured), so that
+    every bar is met at ≥ 1; the jsonb face's ratio on the same scale as a hatched bar."""
+    def score(t, v):
+        if v is None:
+            return None
+        return v / t["threshold"] if t["op"] == ">=" else (t["threshold"] / v if v > 0 else None)
+
+    ys = list(range(len(rows)))[::-1]
+    h = 0.38
+    for y, t in zip(ys, rows):
+        sc = score(t, t["value"])
+        if sc is None:
+            ax.text(0.02, y, "not measured", va="center", fontsize=8, color="#555555")
+        else:
+            ax.barh(y + (h / 2 if t.get("jsonb") is not None else 0), sc, h,
+                    color="#2e8b57" if t["met"] else "#c0392b")
+            shown = f"{t['value']:g}" if t["op"] == "<=" else f"{t['value']:.2f}×"
+            ax.text(sc, y + (h / 2 if t.get("jsonb") is not None else 0), f" {shown}", va="center", fontsize=8)
+        sj = score(t, t.get("jsonb"))
+        if sj is not None:
+            ax.barh(y - h / 2, sj, h, color=colors["progressdb_jsonb"], hatch=hatch["progressdb_jsonb"],
+                    edgecolor="white")
+            ax.text(sj, y - h / 2, f" {t['jsonb']:.2f}× (jsonb face)", va="center", fontsize=7, color="#333333")
+    ax.axvline(1.0, color="black", lw=1.2, ls="--")
+    ax.set_yticks(ys)
+    # scenario, then the target without its parenthesis (the table has it in full)
+    ax.set_yticklabels([f"{t['scenario']}\n{re.sub(r' [(].*[)]$', '', t['target'])}" for t in rows], fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    xmax = max([b.get_width() for b in ax.patches] + [1.5])
+    ax.set_xlim(0, xmax * 1.3)
+    ax.set_xlabel("measured ÷ target (buffers: target ÷ measured); ≥ 1 = met (dashed line)")
+    from matplotlib.patches import Patch
+    ax.legend(handles=[Patch(color="#2e8b57", label="text face: met"), Patch(color="#c0392b", label="text face: missed"),
+                       Patch(facecolor=colors["progressdb_jsonb"], hatch=hatch["progressdb_jsonb"], edgecolor="white",
+                             label="jsonb face (not judged)")], fontsize=8, loc="lower right")
+    ax.set_title(f"E. {ISSUE11_TITLE}: ratios measured in this run, scaled to their targets")
 
 
 def cmd_report(a):
@@ -835,6 +1058,9 @@ def cmd_report(a):
             with open(a.jsonl) as f:
                 recs = [json.loads(l) for l in f if l.strip()]
         meta = json.load(open(a.meta)) if os.path.exists(a.meta) else {}
+    if not any(r.get("target") == "progressdb_jsonb" for r in recs):
+        # an older run: its progressdb target was the jsonb functions, the only face then
+        TARGET_LABEL["progressdb"] = "progressdb (SQL API)"
     derived = build(recs, meta)
     doc = {"meta": meta, "runs": recs, **derived}
     with open(a.json, "w") as f:
@@ -849,6 +1075,11 @@ def cmd_report(a):
         except Exception as e:  # a missing matplotlib must not hide the numbers
             print(f"plot failed: {e!r}", file=sys.stderr)
             rc = 3
+    print(f"\n{ISSUE11_TITLE}:")
+    for t in derived["issue11"]:
+        v = "not measured" if t["met"] is None else "MET" if t["met"] else "MISSED"
+        jb = f"  [jsonb face {t['jsonb']:.2f}×]" if t.get("jsonb") is not None else ""
+        print(f"  [{v}] {t['scenario']}: {t['target']}: {t['measured']}{jb}")
     print("\nTargets:")
     for t in derived["targets"]:
         v = ("not measured" if t["measured"].startswith("not measured") else "info" if t.get("informational")

@@ -77,7 +77,9 @@ SELECT thread, tix, count(*) AS cnt FROM bench.src GROUP BY thread, tix;
 -- in a seeded random order; the cursor is a message between position 51 and
 -- the middle of the thread, so the page just older than it is a full page of
 -- 50 from the older half of the timeline. naive_ts / lc_id locate the same
--- message in the baselines; msg_id (progressdb) is filled in after loading.
+-- message in the baselines; msg_id (progressdb's message id) and page_cursor
+-- (the opaque page cursor of that position, what a client paging back holds)
+-- are filled in after loading.
 SELECT setseed(:seed / 2);
 CREATE TABLE bench.cursors AS
 WITH cand AS (
@@ -90,7 +92,8 @@ WITH cand AS (
                 ELSE greatest(2, cnt / 2) END AS seq
       FROM picked
 )
-SELECT p.k::int AS k, p.thread, p.cnt, p.seq, NULL::text AS msg_id, s.ts AS naive_ts, s.n AS lc_id
+SELECT p.k::int AS k, p.thread, p.cnt, p.seq, NULL::text AS msg_id, NULL::text AS page_cursor,
+       s.ts AS naive_ts, s.n AS lc_id
   FROM positioned p JOIN bench.src s ON s.thread = p.thread AND s.pos = p.seq
  ORDER BY p.k;
 ALTER TABLE bench.cursors ADD PRIMARY KEY (k);

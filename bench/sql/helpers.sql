@@ -12,13 +12,78 @@ LANGUAGE sql IMMUTABLE AS $$
             'name', NULL, 'id', NULL, 'example', false))
 $$;
 
--- After the progressdb load: the cursor message's id. seq = position in the
--- thread because the load posts in timestamp order into fresh threads.
+-- After the progressdb load: the cursor message's id (seq = position in the
+-- thread because the load posts in timestamp order into fresh threads) and
+-- the opaque page cursor of that position. A client only ever gets page
+-- cursors from pages, so this takes it from one: the `before` cursor of the
+-- one-message page just older than the message at seq + 1 (or, when seq is
+-- the thread's last message, of the newest page) points at seq itself.
 CREATE FUNCTION bench.fill_cursors() RETURNS void
 LANGUAGE sql AS $$
     UPDATE bench.cursors c SET msg_id = m.id
       FROM progressdb.messages m
      WHERE m.thread = c.thread AND m.seq = c.seq;
+    UPDATE bench.cursors c
+       SET page_cursor = progressdb.list_messages_text(c.thread, 1,
+               before => (SELECT m.id FROM progressdb.messages m WHERE m.thread = c.thread AND m.seq = c.seq + 1)
+           )::jsonb -> 'pagination' ->> 'before';
+$$;
+
+-- Every history cursor's page cursor gives the page its message id gives
+-- (the same document, byte for byte), and that page is the right one: the
+-- min(50, seq - 1) messages just older than seq, by id. Run after the load
+-- (pages from the messages table) and after compaction (pages from chunks).
+-- Returns an empty string when all is well, else what is wrong.
+CREATE FUNCTION bench.check_cursors() RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    c bench.cursors;
+    by_cursor text;
+    by_id text;
+    msgs jsonb;
+    want integer;
+    missing integer := 0;
+    differ integer := 0;
+    wrong integer := 0;
+    example text;
+    problems text := '';
+BEGIN
+    FOR c IN SELECT * FROM bench.cursors ORDER BY k LOOP
+        IF c.msg_id IS NULL OR c.page_cursor IS NULL THEN
+            missing := missing + 1;
+            CONTINUE;
+        END IF;
+        by_cursor := progressdb.list_messages_text(c.thread, 50, before => c.page_cursor);
+        by_id := progressdb.list_messages_text(c.thread, 50, before => c.msg_id);
+        IF by_cursor IS DISTINCT FROM by_id THEN
+            differ := differ + 1;
+            example := coalesce(example, format('%s before %s', c.thread, c.page_cursor));
+        END IF;
+        msgs := by_cursor::jsonb -> 'messages';
+        want := least(50, c.seq - 1);
+        IF jsonb_array_length(msgs) IS DISTINCT FROM want
+           OR msgs -> 0 ->> 'id' IS DISTINCT FROM
+              (SELECT m.id FROM progressdb.messages m WHERE m.thread = c.thread AND m.seq = c.seq - want)
+           OR msgs -> -1 ->> 'id' IS DISTINCT FROM
+              (SELECT m.id FROM progressdb.messages m WHERE m.thread = c.thread AND m.seq = c.seq - 1) THEN
+            wrong := wrong + 1;
+            example := coalesce(example, format('%s before %s', c.thread, c.page_cursor));
+        END IF;
+    END LOOP;
+    IF missing > 0 THEN
+        problems := problems || format('%s history cursors have no progressdb message id or page cursor; ', missing);
+    END IF;
+    IF differ > 0 THEN
+        problems := problems || format('%s history pages differ between the page cursor and the message id; ', differ);
+    END IF;
+    IF wrong > 0 THEN
+        problems := problems || format('%s history pages are not the messages just older than the cursor; ', wrong);
+    END IF;
+    IF example IS NOT NULL THEN
+        problems := problems || format('e.g. %s; ', example);
+    END IF;
+    RETURN problems;
+END
 $$;
 
 -- Every target holds exactly the generated messages, in the generated order.
@@ -47,27 +112,26 @@ BEGIN
     IF n <> total THEN
         problems := problems || format('langchain: %s of %s rows match; ', n, total);
     END IF;
-    SELECT count(*) INTO n FROM bench.cursors WHERE msg_id IS NULL;
-    IF n > 0 THEN
-        problems := problems || format('%s history cursors have no progressdb message; ', n);
-    END IF;
-    RETURN problems;
+    RETURN problems || bench.check_cursors();
 END
 $$;
 
 -- The page queries, as SQL text, for one cursor row. page = 'newest' | 'history'.
--- progressdb: the page read list_messages runs -- _page_before (timeline
+-- progressdb: the page read list_messages_text runs -- _page_text (timeline
 -- chunks where the thread is compacted that far, else the messages table),
--- below the thread's last seq for the newest page, below the cursor for a
--- history page -- or, with whole_call, the whole list_messages() call.
+-- below the thread's last seq + 1 for the newest page, below the cursor's seq
+-- for a history page -- or, with whole_call, the whole list_messages_text()
+-- call with the opaque page cursor, as the gateway makes it.
+-- progressdb_jsonb: the whole list_messages() call (the jsonb face).
 -- naive_json: the naive query wrapped in the JSON aggregate its pgbench scripts run.
 CREATE FUNCTION bench.page_sql(target text, page text, c bench.cursors, whole_call boolean DEFAULT false)
 RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF target = 'progressdb' AND whole_call THEN
-        RETURN CASE page WHEN 'newest' THEN format('SELECT progressdb.list_messages(%L, 50)', c.thread)
-               ELSE format('SELECT progressdb.list_messages(%L, 50, before => %L)', c.thread, c.msg_id) END;
+    IF (target = 'progressdb' AND whole_call) OR target = 'progressdb_jsonb' THEN
+        RETURN format('SELECT progressdb.%s(%L, 50%s)',
+                      CASE target WHEN 'progressdb' THEN 'list_messages_text' ELSE 'list_messages' END, c.thread,
+                      CASE page WHEN 'newest' THEN '' ELSE format(', before => %L', c.page_cursor) END);
     ELSIF target = 'progressdb' THEN
         RETURN format('SELECT * FROM progressdb._page_text(%L, %s, 50, false)', c.thread,
                       CASE page WHEN 'newest' THEN (SELECT th.last_seq + 1 FROM progressdb.threads th
