@@ -294,7 +294,9 @@ BEGIN
         -- The newest page of a thread whose newest messages are not
         -- compacted yet: those rows (the tail, usually the last minute or
         -- so), then the rest of the page from the chunks below them.
-        SELECT max(ch.last_seq) INTO top FROM progressdb.message_chunks ch WHERE ch.thread = t.id;
+        -- (chunks tile the timeline: the last one ends highest; one probe)
+        SELECT ch.last_seq INTO top FROM progressdb.message_chunks ch
+         WHERE ch.thread = t.id ORDER BY ch.first_seq DESC LIMIT 1;
         IF top IS NOT NULL AND top < b_seq - 1 THEN
             SELECT string_agg(x.doc, ',' ORDER BY x.seq), count(*), min(x.seq), max(x.seq)
               INTO tail_docs, tail_n, tail_lo, tail_hi

@@ -188,16 +188,22 @@ pub fn pack(entries: &[&[u8]]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Unpacks a chunk's entries into `buf` (replacing its contents); returns
-/// the chunk's first and last seq, or None if it is not a chunk.
-pub fn unpack_into(packed: &[u8], buf: &mut Vec<u8>) -> Option<(i64, i64)> {
+/// A chunk's first and last seq, from its header (no decompression).
+pub fn chunk_range(packed: &[u8]) -> Option<(i64, i64)> {
     let rest = packed.strip_prefix(MAGIC)?;
     if rest.len() < 16 {
         return None;
     }
     let first = i64::from_le_bytes(rest[..8].try_into().ok()?);
     let last = i64::from_le_bytes(rest[8..16].try_into().ok()?);
-    let frame = &rest[16..];
+    Some((first, last))
+}
+
+/// Unpacks a chunk's entries into `buf` (replacing its contents); returns
+/// the chunk's first and last seq, or None if it is not a chunk.
+pub fn unpack_into(packed: &[u8], buf: &mut Vec<u8>) -> Option<(i64, i64)> {
+    let (first, last) = chunk_range(packed)?;
+    let frame = &packed[HEADER..];
     let size = match zstd::zstd_safe::get_frame_content_size(frame) {
         Ok(Some(n)) if (n as usize) <= MAX_UNPACKED => n as usize,
         _ => return None,
@@ -413,6 +419,11 @@ fn chunk_page_with(
     for packed in chunks {
         if done {
             break;
+        }
+        // A gap (the table has it) is seen in the header, before decompressing.
+        match packed.as_deref().and_then(chunk_range) {
+            Some((first, last)) if first >= before || (last >= want && first <= want) => {}
+            _ => return page,
         }
         let Some((first, last)) = packed.as_deref().and_then(|p| unpack_into(p, buf)) else {
             return page; // unreadable: like a gap

@@ -51,12 +51,8 @@ fn seal_pairs(
     )
 }
 
-fn open_pairs(
-    thread: &str,
-    message_id: &str,
-    version: i32,
-    body_enc: &str,
-) -> Vec<(Vec<Value>, Value)> {
+/// The decrypted JSON text of an envelope: the list of (path, value) pairs.
+fn open_plaintext(thread: &str, message_id: &str, version: i32, body_enc: &str) -> Vec<u8> {
     let (dek_id, sealed) = parse_envelope(body_enc).unwrap_or_else(|e| {
         fail(
             PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
@@ -64,14 +60,23 @@ fn open_pairs(
         )
     });
     let key = keys::dek(thread, dek_id);
-    let plain = open_bytes(&key, &body_aad(thread, message_id, version), &sealed).unwrap_or_else(|| {
+    open_bytes(&key, &body_aad(thread, message_id, version), &sealed).unwrap_or_else(|| {
         fail(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             format!(
                 "message {message_id} (version {version}) of thread {thread} does not decrypt with data key {dek_id}: \
                  the ciphertext was altered or belongs to another row"
             )
         )
-    });
+    })
+}
+
+fn open_pairs(
+    thread: &str,
+    message_id: &str,
+    version: i32,
+    body_enc: &str,
+) -> Vec<(Vec<Value>, Value)> {
+    let plain = open_plaintext(thread, message_id, version, body_enc);
     serde_json::from_slice(&plain).unwrap_or_else(|_| {
         fail(
             PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
@@ -119,6 +124,21 @@ pub fn open_body_text(
     plain: Option<&str>,
     body_enc: &str,
 ) -> String {
+    if plain.is_none() {
+        // The whole body sealed (the default): its JSON text is the one
+        // value in the pairs, passed on as it is, without building a tree.
+        let bytes = open_plaintext(thread, message_id, version, body_enc);
+        if let Some(text) = whole_body_text(&bytes) {
+            return text;
+        }
+        let pairs: Vec<(Vec<Value>, Value)> = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            fail(
+                PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                format!("message {message_id}: decrypted body is not JSON"),
+            )
+        });
+        return fields::merge(None, pairs).to_string();
+    }
     let rest = plain.map(|p| {
         serde_json::from_str::<Value>(p).unwrap_or_else(|_| {
             fail(
@@ -129,6 +149,17 @@ pub fn open_body_text(
     });
     let pairs = open_pairs(thread, message_id, version, body_enc);
     fields::merge(rest, pairs).to_string()
+}
+
+/// The body's JSON text when `pairs` (decrypted) is exactly one pair with an
+/// empty path, i.e. the whole body.
+fn whole_body_text(pairs: &[u8]) -> Option<String> {
+    let parsed: Vec<(Vec<Value>, &serde_json::value::RawValue)> =
+        serde_json::from_slice(pairs).ok()?;
+    match parsed.as_slice() {
+        [(path, raw)] if path.is_empty() => Some(raw.get().to_string()),
+        _ => None,
+    }
 }
 
 /// Re-seals an envelope under another data key (same row identity).
