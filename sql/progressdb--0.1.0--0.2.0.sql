@@ -1108,8 +1108,7 @@ BEGIN
             SELECT string_agg(x.doc, ',' ORDER BY x.seq), count(*), min(x.seq), max(x.seq)
               INTO tail_docs, tail_n, tail_lo, tail_hi
               FROM (SELECT m.seq, progressdb._message_text(m) AS doc
-                      FROM progressdb._page_older(t.id, b_seq, lim + 1, inc) m
-                     WHERE m.seq > greatest(top, vis)) x;
+                      FROM progressdb._page_newer(t.id, greatest(top, vis), b_seq, lim + 1, inc) m) x;
             IF tail_n <= lim THEN
                 p := progressdb._page_text(t.id, top + 1, lim - tail_n, inc, vis);
                 RETURN progressdb._render_page(t.id,
