@@ -70,6 +70,15 @@ BEGIN
         from_version := last_version;
     END LOOP;
 
+    -- The event feed's copies of this thread's messages (events.sql) are
+    -- re-sealed too. The feed lock keeps the sequencer from moving queue rows
+    -- to the feed meanwhile (it skips its rounds until this commits).
+    PERFORM 1 FROM progressdb.feed_state s FOR UPDATE;
+    UPDATE progressdb.feed_queue q SET entry = progressdb._reseal_entry(q.thread, q.entry, new_dek)
+     WHERE q.thread = t.id AND q.entry IS NOT NULL;
+    UPDATE progressdb.feed f SET entry = progressdb._reseal_entry(f.thread, f.entry, new_dek)
+     WHERE f.thread = t.id AND f.entry IS NOT NULL;
+
     PERFORM set_config('progressdb.reencrypting', 'off', true);
     DELETE FROM progressdb.thread_keys k WHERE k.thread = t.id AND k.dek_id <> new_dek;
     RETURN jsonb_build_object('thread', t.id, 'reencrypted', n_messages + n_versions,

@@ -197,6 +197,7 @@ BEGIN
     -- Readers and members are an admin's business; admins and owners, an owner's.
     PERFORM progressdb._authorize(t, actor,
         CASE WHEN new_role IN ('admin', 'owner') OR old.role IN ('admin', 'owner') THEN 'admins' ELSE 'members' END);
+    PERFORM progressdb._acting(actor);
     IF old.user_id IS NULL THEN
         mem := progressdb._insert_member(t, member, new_role, actor);
     ELSIF old.role = new_role THEN
@@ -235,6 +236,7 @@ BEGIN
             CASE WHEN old.role IN ('admin', 'owner') THEN 'admins' ELSE 'members' END);
     END IF;
     PERFORM progressdb._keep_an_owner(old);
+    PERFORM progressdb._acting(actor);
     DELETE FROM progressdb.thread_members mm WHERE mm.thread = t.id AND mm.user_id = member;
     UPDATE progressdb.threads th SET member_count = th.member_count - 1 WHERE th.id = t.id;
 END
@@ -288,6 +290,7 @@ BEGIN
                 MESSAGE = format('message %s not found in thread %s', message, t.id);
         END IF;
     END IF;
+    PERFORM progressdb._acting(actor);
     -- greatest() is evaluated on the newest row version: concurrent calls
     -- cannot move the position backwards.
     UPDATE progressdb.thread_members mm

@@ -98,6 +98,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '42501',
             MESSAGE = format('user %s may not post as %s', actor, author);
     END IF;
+    PERFORM progressdb._acting(author);
     thread_id := progressdb._ident('thread id', thread_id);
     IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';
@@ -366,6 +367,7 @@ BEGIN
     -- become, and the thread's data key is read after any rotation holding
     -- this row has committed.
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     IF m.deleted_ts IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('message %s not found', edit_message.id);
     END IF;
@@ -389,6 +391,7 @@ DECLARE
     m progressdb.messages := progressdb._message_access(delete_message.id, in_thread, true, actor, 'delete');
 BEGIN
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     -- Deleting a deleted message changes nothing (idempotent, keeps the first deleted_ts).
     UPDATE progressdb.messages mm SET deleted_ts = progressdb.now_ns()
      WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.deleted_ts IS NULL;
@@ -402,6 +405,7 @@ DECLARE
     m progressdb.messages := progressdb._message_access(restore_message.id, in_thread, true, actor, 'restore');
 BEGIN
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     UPDATE progressdb.messages mm SET deleted_ts = NULL
      WHERE mm.thread = m.thread AND mm.seq = m.seq
     RETURNING mm.* INTO m;

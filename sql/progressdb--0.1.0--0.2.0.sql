@@ -201,6 +201,85 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'chunk_page_doc_wrapper';
 
+-- The event feed (events.sql): every committed change of a thread, in one
+-- gap-free order. A change writes its event to feed_queue in its own
+-- transaction (no position yet); the sequencer moves committed queue rows
+-- into feed, numbering them 1, 2, 3, ... in the order it finds them
+-- committed. So positions follow commit order by construction.
+CREATE SEQUENCE progressdb.feed_queue_qid_seq;
+CREATE TABLE progressdb.feed_queue (
+    qid      bigint  NOT NULL DEFAULT nextval('progressdb.feed_queue_qid_seq'), -- write order
+    thread   text    NOT NULL,
+    type     text    NOT NULL,
+    ts       bigint  NOT NULL,          -- Unix nanoseconds
+    actor    text,                      -- NULL: the service
+    seq      bigint,                    -- the message's seq (message and reaction events)
+    subject  text,                      -- the member (member events) or reacting identity
+    data     text,                      -- JSON text of the data, or
+    entry    bytea,                     -- the message as a chunk entry (sealed bodies stay sealed)
+    CONSTRAINT feed_queue_pkey PRIMARY KEY (qid)
+);
+ALTER SEQUENCE progressdb.feed_queue_qid_seq OWNED BY progressdb.feed_queue.qid;
+-- Positions are global (one order across threads), so this is the one table
+-- whose key does not start with the thread.
+CREATE TABLE progressdb.feed (
+    pos      bigint  NOT NULL,          -- 1, 2, 3, ... in commit order; the event id
+    thread   text    NOT NULL,
+    type     text    NOT NULL,
+    ts       bigint  NOT NULL,
+    actor    text,
+    seq      bigint,
+    subject  text,
+    data     text,
+    entry    bytea,
+    CONSTRAINT feed_pkey PRIMARY KEY (pos)
+);
+CREATE INDEX feed_thread_idx ON progressdb.feed (thread, pos);
+-- The sequencer's state, one row (made by the first sequencing, so a dump
+-- restores it without a conflict); its row lock makes sequencing one at a time.
+CREATE TABLE progressdb.feed_state (
+    id               integer NOT NULL DEFAULT 1,
+    last_pos         bigint  NOT NULL DEFAULT 0,  -- highest position handed out
+    trimmed_through  bigint  NOT NULL DEFAULT 0,  -- retention removed positions up to this
+    CONSTRAINT feed_state_pkey PRIMARY KEY (id),
+    CONSTRAINT feed_state_one_row CHECK (id = 1)
+);
+-- Webhook endpoints and how far each has been delivered (the gateway).
+CREATE TABLE progressdb.webhook_progress (
+    endpoint    text   NOT NULL,
+    delivered   bigint NOT NULL,            -- feed position delivered through
+    updated_ts  bigint NOT NULL,
+    CONSTRAINT webhook_progress_pkey PRIMARY KEY (endpoint)
+);
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_queue_qid_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_state', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.webhook_progress', '');
+
+-- The event feed's native functions (src/events.rs).
+CREATE FUNCTION progressdb._render_event(
+	"pos" bigint, /* i64 */
+	"kind" TEXT, /* & str */
+	"thread" TEXT, /* & str */
+	"ts" bigint, /* i64 */
+	"actor" TEXT, /* Option < & str > */
+	"data" TEXT, /* Option < & str > */
+	"entry" bytea /* Option < & [u8] > */
+) RETURNS TEXT /* String */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'render_event_wrapper';
+
+CREATE FUNCTION progressdb._reseal_entry(
+	"thread" TEXT, /* & str */
+	"entry" bytea, /* & [u8] */
+	"new_dek" bigint /* i64 */
+) RETURNS bytea /* Vec < u8 > */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reseal_entry_wrapper';
+
 -- ===== sql/render.sql =====
 -- The Message document, rendered by one function (src/render.rs) from a
 -- stored row. Encrypted bodies are opened there, so every reader returns
@@ -420,6 +499,7 @@ BEGIN
     -- Readers and members are an admin's business; admins and owners, an owner's.
     PERFORM progressdb._authorize(t, actor,
         CASE WHEN new_role IN ('admin', 'owner') OR old.role IN ('admin', 'owner') THEN 'admins' ELSE 'members' END);
+    PERFORM progressdb._acting(actor);
     IF old.user_id IS NULL THEN
         mem := progressdb._insert_member(t, member, new_role, actor);
     ELSIF old.role = new_role THEN
@@ -458,6 +538,7 @@ BEGIN
             CASE WHEN old.role IN ('admin', 'owner') THEN 'admins' ELSE 'members' END);
     END IF;
     PERFORM progressdb._keep_an_owner(old);
+    PERFORM progressdb._acting(actor);
     DELETE FROM progressdb.thread_members mm WHERE mm.thread = t.id AND mm.user_id = member;
     UPDATE progressdb.threads th SET member_count = th.member_count - 1 WHERE th.id = t.id;
 END
@@ -511,6 +592,7 @@ BEGIN
                 MESSAGE = format('message %s not found in thread %s', message, t.id);
         END IF;
     END IF;
+    PERFORM progressdb._acting(actor);
     -- greatest() is evaluated on the newest row version: concurrent calls
     -- cannot move the position backwards.
     UPDATE progressdb.thread_members mm
@@ -661,6 +743,7 @@ BEGIN
     END IF;
     metadata := progressdb._metadata(metadata);
     history := progressdb._history(history);
+    PERFORM progressdb._acting(author);
     t := progressdb._insert_thread(thread_id, author, title, encrypted, 0, metadata, history);
     IF t.id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '23505', MESSAGE = format('thread %s already exists', thread_id);
@@ -775,6 +858,7 @@ BEGIN
     IF history IS NOT NULL THEN
         PERFORM progressdb._authorize(t, actor, 'history');
     END IF;
+    PERFORM progressdb._acting(actor);
     UPDATE progressdb.threads th
        SET title = coalesce(update_thread.title, th.title),
            slug = progressdb.slugify(coalesce(update_thread.title, th.title), th.id),
@@ -793,6 +877,7 @@ DECLARE
     t progressdb.threads;
 BEGIN
     t := progressdb._thread_for(delete_thread.id, actor, 'delete_thread');
+    PERFORM progressdb._acting(actor);
     UPDATE progressdb.threads th SET deleted_ts = progressdb.now_ns() WHERE th.id = t.id;
 END
 $$;
@@ -905,6 +990,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '42501',
             MESSAGE = format('user %s may not post as %s', actor, author);
     END IF;
+    PERFORM progressdb._acting(author);
     thread_id := progressdb._ident('thread id', thread_id);
     IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';
@@ -1173,6 +1259,7 @@ BEGIN
     -- become, and the thread's data key is read after any rotation holding
     -- this row has committed.
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     IF m.deleted_ts IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('message %s not found', edit_message.id);
     END IF;
@@ -1196,6 +1283,7 @@ DECLARE
     m progressdb.messages := progressdb._message_access(delete_message.id, in_thread, true, actor, 'delete');
 BEGIN
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     -- Deleting a deleted message changes nothing (idempotent, keeps the first deleted_ts).
     UPDATE progressdb.messages mm SET deleted_ts = progressdb.now_ns()
      WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.deleted_ts IS NULL;
@@ -1209,6 +1297,7 @@ DECLARE
     m progressdb.messages := progressdb._message_access(restore_message.id, in_thread, true, actor, 'restore');
 BEGIN
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     UPDATE progressdb.messages mm SET deleted_ts = NULL
      WHERE mm.thread = m.thread AND mm.seq = m.seq
     RETURNING mm.* INTO m;
@@ -1232,6 +1321,7 @@ BEGIN
     reaction := progressdb._text('reaction', reaction, 64);
     m := progressdb._message_access(add_reaction.id, in_thread, false, actor, 'react');
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     UPDATE progressdb.messages mm
        SET reactions = mm.reactions || jsonb_build_object(add_reaction.identity, add_reaction.reaction)
      WHERE mm.thread = m.thread AND mm.seq = m.seq
@@ -1250,6 +1340,7 @@ BEGIN
     identity := progressdb._ident('identity', identity);
     m := progressdb._message_access(remove_reaction.id, in_thread, false, actor, 'react');
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     -- Removing a reaction that is not there changes nothing (idempotent).
     UPDATE progressdb.messages mm SET reactions = mm.reactions - remove_reaction.identity
      WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.reactions ? remove_reaction.identity;
@@ -1608,4 +1699,516 @@ BEGIN
               FROM progressdb._page_older(p_thread, p_before, p_lim + 1, p_include_deleted) m
              WHERE m.seq > p_vis) x;
 END
+$$;
+
+-- ===== sql/crypto.sql =====
+-- Key rotation of one encrypted thread.
+
+-- New data key for the thread; re-seals its messages and versions under it in
+-- batches (walking the timeline key, so each batch is an index range), then
+-- drops the old data keys. Touches only this thread's rows: appends to other
+-- threads go on. Re-sealing is not a content change and makes no version.
+CREATE OR REPLACE FUNCTION progressdb.rotate_thread_key(thread text) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    batch_size constant integer := 500;
+    t progressdb.threads := progressdb._thread_for(rotate_thread_key.thread, NULL);
+    new_dek bigint;
+    from_seq bigint := 0;
+    from_version integer := 0;
+    n_messages bigint := 0;
+    n_versions bigint := 0;
+    done bigint;
+    last_seq bigint;
+    last_version integer;
+BEGIN
+    IF t.dek_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('thread %s is not encrypted', t.id);
+    END IF;
+    -- Waits for a compaction or a single-message change of this thread in
+    -- flight (compaction.sql); each batch below rewrites the thread's chunks.
+    PERFORM progressdb._lock_thread_storage(t.id);
+    new_dek := progressdb._create_dek(t.id);
+    -- New messages use the new key from here on (this row lock also makes
+    -- appends to this thread wait until the rotation commits).
+    UPDATE progressdb.threads th SET dek_id = new_dek WHERE th.id = t.id;
+    PERFORM set_config('progressdb.reencrypting', 'on', true);
+
+    LOOP
+        WITH batch AS (
+            SELECT mm.seq FROM progressdb.messages mm
+             WHERE mm.thread = t.id AND mm.seq > from_seq AND mm.body_enc IS NOT NULL
+             ORDER BY mm.seq LIMIT batch_size),
+        done_rows AS (
+            UPDATE progressdb.messages mm
+               SET body_enc = progressdb._reseal(mm.thread, mm.id, mm.version, mm.body_enc, new_dek)
+              FROM batch b
+             WHERE mm.thread = t.id AND mm.seq = b.seq
+            RETURNING mm.seq)
+        SELECT count(*), max(seq) INTO done, last_seq FROM done_rows;
+        EXIT WHEN done = 0;
+        n_messages := n_messages + done;
+        from_seq := last_seq;
+    END LOOP;
+
+    from_seq := 0;
+    LOOP
+        WITH batch AS (
+            SELECT v.seq, v.version FROM progressdb.message_versions v
+             WHERE v.thread = t.id AND (v.seq, v.version) > (from_seq, from_version)
+               AND v.body_enc IS NOT NULL
+             ORDER BY v.seq, v.version LIMIT batch_size),
+        done_rows AS (
+            UPDATE progressdb.message_versions v
+               SET body_enc = progressdb._reseal(v.thread, mm.id, v.version, v.body_enc, new_dek)
+              FROM batch b, progressdb.messages mm
+             WHERE v.thread = t.id AND v.seq = b.seq AND v.version = b.version
+               AND mm.thread = v.thread AND mm.seq = v.seq
+            RETURNING v.seq, v.version)
+        SELECT count(*), (array_agg(seq ORDER BY seq DESC, version DESC))[1],
+               (array_agg(version ORDER BY seq DESC, version DESC))[1]
+          INTO done, last_seq, last_version FROM done_rows;
+        EXIT WHEN done = 0;
+        n_versions := n_versions + done;
+        from_seq := last_seq;
+        from_version := last_version;
+    END LOOP;
+
+    -- The event feed's copies of this thread's messages (events.sql) are
+    -- re-sealed too. The feed lock keeps the sequencer from moving queue rows
+    -- to the feed meanwhile (it skips its rounds until this commits).
+    PERFORM 1 FROM progressdb.feed_state s FOR UPDATE;
+    UPDATE progressdb.feed_queue q SET entry = progressdb._reseal_entry(q.thread, q.entry, new_dek)
+     WHERE q.thread = t.id AND q.entry IS NOT NULL;
+    UPDATE progressdb.feed f SET entry = progressdb._reseal_entry(f.thread, f.entry, new_dek)
+     WHERE f.thread = t.id AND f.entry IS NOT NULL;
+
+    PERFORM set_config('progressdb.reencrypting', 'off', true);
+    DELETE FROM progressdb.thread_keys k WHERE k.thread = t.id AND k.dek_id <> new_dek;
+    RETURN jsonb_build_object('thread', t.id, 'reencrypted', n_messages + n_versions,
+                              'messages', n_messages, 'versions', n_versions);
+END
+$$;
+
+-- ===== sql/events.sql =====
+-- The event feed: every committed change of a thread is an event, and
+-- consumers page through all of them by position (`thread_events`, `events`,
+-- the gateway's Server-Sent Events and webhooks).
+--
+-- The guarantee is that a consumer resuming after any position it has seen
+-- gets every later event exactly once, with no gap, in commit order. A
+-- position taken from a sequence while the change is written would break it:
+-- transaction A takes 7, B takes 8, B commits, a consumer reads 8 and moves
+-- its cursor past 7, then A commits 7 behind the cursor -- lost. So positions
+-- are handed out after commit, by one sequencer at a time:
+--
+--  1. A change writes its event into feed_queue, in its own transaction
+--     (triggers below), without a position. Nothing global is locked: the
+--     queue is appended to like any table.
+--  2. The sequencer (`_sequence_events`) takes the feed_state row lock, moves
+--     every queue row it sees committed into feed with the next positions
+--     (1, 2, 3, ... no holes), and commits. A queue row of a transaction
+--     still open is invisible to it, so it is numbered by a later round,
+--     after everything numbered now: positions follow commit order.
+--  3. Rounds are one at a time and hold the lock until they commit, so the
+--     positions a reader can see are always a prefix 1..n: no reader can see
+--     n+1 before n.
+--
+-- The sequencer runs wherever events are read: at the start of
+-- `thread_events`/`events` (skipped, never waited for, when another round is
+-- running), in the gateway's feed loop, and in the background worker. Cost
+-- per change: one queue row (written with the change), moved to the feed in
+-- a batch later. Cost of the order: events are visible to readers only after
+-- a sequencer round (the gateway runs one within milliseconds), and a round
+-- inside a long transaction delays (never loses) everyone's new events until
+-- that transaction ends.
+
+-- Events are made for changes through the API: each changing function
+-- first records its acting user here (':' then the user; ':' alone is the
+-- service), and the triggers fire only when it is set. So raw table writes
+-- -- a pg_restore, a COPY -- replay no events (a restored feed is the
+-- dumped one). Transaction-local: the triggers cannot see function arguments.
+CREATE OR REPLACE FUNCTION progressdb._acting(actor text) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT set_config('progressdb.actor', ':' || coalesce(actor, ''), true);
+    SELECT NULL::void
+$$;
+
+CREATE OR REPLACE FUNCTION progressdb._event_actor() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT nullif(substr(current_setting('progressdb.actor', true), 2), '')
+$$;
+
+-- message.created/updated/deleted/restored, reaction.added/removed. The
+-- message is stored as its chunk entry: the Message document as rendered,
+-- with an encrypted body still sealed (opened when the event is read).
+CREATE OR REPLACE FUNCTION progressdb._message_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    kind text;
+    who text;
+    subj text;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        kind := 'message.created';
+        who := NEW.author;
+    ELSE
+        who := progressdb._event_actor();
+        IF NEW.deleted_ts IS DISTINCT FROM OLD.deleted_ts THEN
+            kind := CASE WHEN NEW.deleted_ts IS NULL THEN 'message.restored' ELSE 'message.deleted' END;
+        ELSIF NEW.version <> OLD.version THEN
+            kind := 'message.updated';
+        ELSIF NEW.reactions <> OLD.reactions THEN
+            SELECT r.key INTO subj FROM jsonb_each_text(NEW.reactions) r
+             WHERE (OLD.reactions ->> r.key) IS DISTINCT FROM r.value LIMIT 1;
+            IF subj IS NOT NULL THEN
+                kind := 'reaction.added';
+            ELSE
+                kind := 'reaction.removed';
+                SELECT k INTO subj FROM jsonb_object_keys(OLD.reactions) k WHERE NOT NEW.reactions ? k LIMIT 1;
+            END IF;
+        ELSE
+            RETURN NULL; -- not a change readers see (e.g. a key rotation re-sealing the body)
+        END IF;
+    END IF;
+    INSERT INTO progressdb.feed_queue (thread, type, ts, actor, seq, subject, entry)
+    VALUES (NEW.thread, kind, progressdb.now_ns(), who, NEW.seq, subj, progressdb._chunk_entry(NEW));
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER messages_event AFTER INSERT OR UPDATE ON progressdb.messages
+    FOR EACH ROW WHEN (current_setting('progressdb.actor', true) LIKE ':%')
+    EXECUTE FUNCTION progressdb._message_event();
+
+-- member.added (also a role change: the member as they are now),
+-- member.removed, member.read (read state moved forward).
+CREATE OR REPLACE FUNCTION progressdb._member_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO progressdb.feed_queue (thread, type, ts, actor, subject, data)
+        VALUES (NEW.thread, 'member.added', progressdb.now_ns(), NEW.added_by, NEW.user_id,
+                progressdb._member_json(NEW)::text);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO progressdb.feed_queue (thread, type, ts, actor, subject, data)
+        VALUES (OLD.thread, 'member.removed', progressdb.now_ns(), progressdb._event_actor(), OLD.user_id,
+                progressdb._member_json(OLD)::text);
+    ELSIF NEW.role <> OLD.role THEN
+        INSERT INTO progressdb.feed_queue (thread, type, ts, actor, subject, data)
+        VALUES (NEW.thread, 'member.added', progressdb.now_ns(), progressdb._event_actor(), NEW.user_id,
+                progressdb._member_json(NEW)::text);
+    ELSIF NEW.last_read_seq > OLD.last_read_seq THEN
+        -- seq: a member who may not see that message does not see the read either.
+        INSERT INTO progressdb.feed_queue (thread, type, ts, actor, seq, subject, data)
+        VALUES (NEW.thread, 'member.read', progressdb.now_ns(), NEW.user_id, NEW.last_read_seq, NEW.user_id,
+                jsonb_build_object('user', NEW.user_id, 'last_read', NEW.last_read)::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER thread_members_event AFTER INSERT OR UPDATE OR DELETE ON progressdb.thread_members
+    FOR EACH ROW WHEN (current_setting('progressdb.actor', true) LIKE ':%')
+    EXECUTE FUNCTION progressdb._member_event();
+
+-- thread.updated (title, metadata, history), thread.deleted. The WHEN clause
+-- keeps appends (which update last_seq and activity) from calling it at all.
+CREATE OR REPLACE FUNCTION progressdb._thread_event() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO progressdb.feed_queue (thread, type, ts, actor, data)
+    VALUES (NEW.id, CASE WHEN NEW.deleted_ts IS NOT NULL AND OLD.deleted_ts IS NULL
+                         THEN 'thread.deleted' ELSE 'thread.updated' END,
+            progressdb.now_ns(), progressdb._event_actor(), progressdb._thread_json(NEW)::text);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER threads_event AFTER UPDATE ON progressdb.threads
+    FOR EACH ROW
+    WHEN ((OLD.title IS DISTINCT FROM NEW.title OR OLD.metadata IS DISTINCT FROM NEW.metadata
+           OR OLD.history IS DISTINCT FROM NEW.history OR OLD.deleted_ts IS DISTINCT FROM NEW.deleted_ts)
+          AND current_setting('progressdb.actor', true) LIKE ':%')
+    EXECUTE FUNCTION progressdb._thread_event();
+
+-- One sequencer round (see the top of this file): numbers the committed
+-- queue rows, at most 10,000 per round, and returns the feed's head (the
+-- highest position). Returns the head as this transaction sees it, without
+-- numbering, when another round holds the lock or the transaction is not
+-- READ COMMITTED (a snapshot older than the lock would number rows twice).
+CREATE OR REPLACE FUNCTION progressdb._sequence_events() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    st progressdb.feed_state;
+    n bigint;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN coalesce((SELECT s.last_pos FROM progressdb.feed_state s), 0);
+    END IF;
+    SELECT * INTO st FROM progressdb.feed_state s FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM progressdb.feed_state) THEN
+            RETURN coalesce((SELECT s.last_pos FROM progressdb.feed_state s), 0);
+        END IF;
+        INSERT INTO progressdb.feed_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+        SELECT * INTO st FROM progressdb.feed_state s FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN 0;
+        END IF;
+    END IF;
+    -- A new statement, so a new snapshot: it sees every round committed before
+    -- the lock was ours, and the queue rows committed by now.
+    WITH moved AS (
+        DELETE FROM progressdb.feed_queue q
+         WHERE q.qid IN (SELECT qq.qid FROM progressdb.feed_queue qq ORDER BY qq.qid LIMIT 10000)
+        RETURNING q.*),
+    numbered AS (
+        INSERT INTO progressdb.feed (pos, thread, type, ts, actor, seq, subject, data, entry)
+        SELECT st.last_pos + row_number() OVER (ORDER BY m.qid), m.thread, m.type, m.ts, m.actor, m.seq,
+               m.subject, m.data, m.entry
+          FROM moved m
+        RETURNING 1)
+    SELECT count(*) INTO n FROM numbered;
+    IF n > 0 THEN
+        UPDATE progressdb.feed_state s SET last_pos = st.last_pos + n WHERE s.id = 1;
+        -- Wakes listeners (other gateways) once per round, not per change.
+        PERFORM pg_notify('progressdb_feed', (st.last_pos + n)::text);
+    END IF;
+    RETURN st.last_pos + n;
+END
+$$;
+
+-- A feed cursor as a position. NULL: the oldest event kept. A position
+-- retention has removed events after is refused (PD410), never skipped
+-- silently; so is a position the feed has not reached.
+CREATE OR REPLACE FUNCTION progressdb._feed_cursor(after text, head bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    pos bigint;
+    trimmed bigint := coalesce((SELECT s.trimmed_through FROM progressdb.feed_state s), 0);
+BEGIN
+    IF after IS NULL THEN
+        RETURN trimmed;
+    END IF;
+    IF after !~ '^[0-9]{1,18}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('invalid event cursor %s', left(after, 64));
+    END IF;
+    pos := after::bigint;
+    IF pos < trimmed THEN
+        RAISE EXCEPTION USING ERRCODE = 'PD410',
+            MESSAGE = format('event cursor %s is older than the feed keeps (events up to %s were removed by '
+                             'retention): re-read the timeline, then follow the feed from its head', after, trimmed);
+    END IF;
+    IF pos > head THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('event cursor %s is ahead of the feed (head %s)', after, head);
+    END IF;
+    RETURN pos;
+END
+$$;
+
+-- The page document around rendered events.
+CREATE OR REPLACE FUNCTION progressdb._events_page(docs text, next bigint, thread text DEFAULT NULL) RETURNS jsonb
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (CASE WHEN thread IS NULL THEN '{' ELSE '{"thread":' || to_json(thread)::text || ',' END
+            || '"events":[' || coalesce(docs, '') || '],"next":"' || next::text || '"}')::jsonb
+$$;
+
+-- Events of one thread after `after`, as `actor` may see them (members;
+-- history 'joined' hides events of messages from before they joined).
+-- `next` resumes after the last event returned, or after the feed's head.
+-- A deleted thread's events stay readable to its members.
+CREATE OR REPLACE FUNCTION progressdb.thread_events(thread text, after text DEFAULT NULL, lim integer DEFAULT 100,
+                                         actor text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    t progressdb.threads;
+    vis bigint;
+    head bigint;
+    a bigint;
+    docs text;
+    n integer;
+    last bigint;
+BEGIN
+    SELECT * INTO t FROM progressdb.threads th WHERE th.id = progressdb._ident('thread id', thread_events.thread);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_events.thread);
+    END IF;
+    vis := progressdb._authorize(t, actor, 'read');
+    lim := progressdb._limit(lim);
+    head := progressdb._sequence_events();
+    a := progressdb._feed_cursor(after, head);
+    SELECT string_agg(progressdb._render_event(f.pos, f.type, f.thread, f.ts, f.actor, f.data, f.entry), ','
+                      ORDER BY f.pos), count(*), max(f.pos)
+      INTO docs, n, last
+      FROM (SELECT * FROM progressdb.feed ff
+             WHERE ff.thread = t.id AND ff.pos > a AND ff.pos <= head
+               AND (ff.seq IS NULL OR ff.seq > vis)
+             ORDER BY ff.pos LIMIT lim) f;
+    RETURN progressdb._events_page(docs, CASE WHEN n = lim THEN last ELSE head END, t.id);
+END
+$$;
+
+-- Events of every thread `actor` may read now, after `after` (NULL actor:
+-- all threads). One call looks at most 100,000 positions past the cursor, so
+-- a user of few threads in a busy feed gets a bounded call whose `next` has
+-- moved on even when none of those events were theirs.
+CREATE OR REPLACE FUNCTION progressdb.events(actor text, after text DEFAULT NULL, lim integer DEFAULT 100)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    window_size constant bigint := 100000;
+    head bigint;
+    a bigint;
+    upto bigint;
+    docs text;
+    n integer;
+    last bigint;
+BEGIN
+    lim := progressdb._limit(lim);
+    head := progressdb._sequence_events();
+    a := progressdb._feed_cursor(after, head);
+    IF actor IS NULL THEN
+        upto := head;
+        SELECT string_agg(progressdb._render_event(f.pos, f.type, f.thread, f.ts, f.actor, f.data, f.entry), ','
+                          ORDER BY f.pos), count(*), max(f.pos)
+          INTO docs, n, last
+          FROM (SELECT * FROM progressdb.feed ff WHERE ff.pos > a AND ff.pos <= head
+                 ORDER BY ff.pos LIMIT lim) f;
+    ELSE
+        upto := least(head, a + window_size);
+        SELECT string_agg(progressdb._render_event(f.pos, f.type, f.thread, f.ts, f.actor, f.data, f.entry), ','
+                          ORDER BY f.pos), count(*), max(f.pos)
+          INTO docs, n, last
+          FROM (SELECT ff.* FROM progressdb.feed ff
+                  JOIN progressdb.thread_members mm ON mm.thread = ff.thread AND mm.user_id = events.actor
+                  JOIN progressdb.threads th ON th.id = ff.thread
+                 WHERE ff.pos > a AND ff.pos <= upto
+                   AND (ff.seq IS NULL OR ff.seq > progressdb._visible_after(th, mm))
+                 ORDER BY ff.pos LIMIT lim) f;
+    END IF;
+    RETURN progressdb._events_page(docs, CASE WHEN n = lim THEN last ELSE upto END);
+END
+$$;
+
+-- For the gateway's live fan-out: the next committed events after `after`,
+-- as the service sees them, with what the gateway needs to route them. Runs
+-- a sequencer round first.
+CREATE OR REPLACE FUNCTION progressdb._feed_batch(after bigint, lim integer)
+RETURNS TABLE (pos bigint, thread text, type text, seq bigint, subject text, doc text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint := progressdb._sequence_events();
+BEGIN
+    RETURN QUERY
+    SELECT f.pos, f.thread, f.type, f.seq, f.subject,
+           progressdb._render_event(f.pos, f.type, f.thread, f.ts, f.actor, f.data, f.entry)
+      FROM progressdb.feed f
+     WHERE f.pos > after AND f.pos <= head
+     ORDER BY f.pos LIMIT lim;
+END
+$$;
+
+-- What a live subscriber may receive, decided here (the rule of
+-- thread_events and events): per thread, events of messages after
+-- `visible_after` (NULL seq: always). One thread (checked: 404/403), or
+-- every thread `actor` belongs to.
+CREATE OR REPLACE FUNCTION progressdb._feed_grants(actor text, only_thread text DEFAULT NULL)
+RETURNS TABLE (thread text, visible_after bigint)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    t progressdb.threads;
+BEGIN
+    IF only_thread IS NOT NULL THEN
+        SELECT * INTO t FROM progressdb.threads th WHERE th.id = progressdb._ident('thread id', only_thread);
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', only_thread);
+        END IF;
+        RETURN QUERY SELECT t.id, progressdb._authorize(t, actor, 'read');
+        RETURN;
+    END IF;
+    IF actor IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'actor is required';
+    END IF;
+    RETURN QUERY
+    SELECT mm.thread, progressdb._visible_after(th, mm)
+      FROM progressdb.thread_members mm JOIN progressdb.threads th ON th.id = mm.thread
+     WHERE mm.user_id = actor;
+END
+$$;
+
+-- Ephemeral "actor is typing" to the thread's live subscribers: a
+-- notification, not stored, not resumable. Members who may post only.
+CREATE OR REPLACE FUNCTION progressdb.typing(thread text, actor text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    t progressdb.threads;
+BEGIN
+    IF actor IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'actor is required: typing belongs to a member';
+    END IF;
+    t := progressdb._thread_for(typing.thread, progressdb._ident('actor', actor), 'post');
+    PERFORM pg_notify('progressdb_typing',
+                      json_build_object('type', 'typing', 'thread', t.id, 'actor', actor,
+                                        'ts', progressdb.now_ns())::text);
+END
+$$;
+
+-- Feed retention: removes the oldest events, older than
+-- progressdb.event_retention (default 30 days; 'forever' keeps all), at
+-- most max_rows per call, always a prefix of the feed, so a cursor is either
+-- fully served or refused (PD410). The background worker calls it each round.
+CREATE OR REPLACE FUNCTION progressdb.trim_events(max_rows integer DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    keep text := lower(btrim(coalesce(current_setting('progressdb.event_retention', true), '30 days')));
+    cutoff bigint;
+    st progressdb.feed_state;
+    upto bigint;
+    n bigint;
+BEGIN
+    IF keep IN ('', 'forever', 'off', '0', 'infinity') THEN
+        RETURN 0;
+    END IF;
+    cutoff := progressdb.now_ns() - (extract(epoch FROM keep::interval) * 1e9)::bigint;
+    SELECT * INTO st FROM progressdb.feed_state s FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- The longest prefix (within max_rows) of events older than the cutoff.
+    SELECT coalesce(min(x.pos) FILTER (WHERE x.ts >= cutoff) - 1, max(x.pos)) INTO upto
+      FROM (SELECT f.pos, f.ts FROM progressdb.feed f WHERE f.pos > st.trimmed_through
+             ORDER BY f.pos LIMIT max_rows) x;
+    IF upto IS NULL OR upto <= st.trimmed_through THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM progressdb.feed f WHERE f.pos > st.trimmed_through AND f.pos <= upto;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE progressdb.feed_state s SET trimmed_through = upto WHERE s.id = 1;
+    RETURN n;
+END
+$$;
+
+-- Webhook delivery progress (the gateway delivers; the database remembers).
+-- A new endpoint starts at the feed's head: it gets events from now on.
+CREATE OR REPLACE FUNCTION progressdb._webhook_start(endpoint text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    done bigint;
+BEGIN
+    INSERT INTO progressdb.webhook_progress (endpoint, delivered, updated_ts)
+    VALUES (endpoint, progressdb._sequence_events(), progressdb.now_ns())
+    ON CONFLICT DO NOTHING;
+    SELECT w.delivered INTO done FROM progressdb.webhook_progress w WHERE w.endpoint = _webhook_start.endpoint;
+    RETURN done;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION progressdb._webhook_advance(endpoint text, pos bigint) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE progressdb.webhook_progress w
+       SET delivered = greatest(w.delivered, pos), updated_ts = progressdb.now_ns()
+     WHERE w.endpoint = _webhook_advance.endpoint
 $$;

@@ -13,6 +13,7 @@ BEGIN
     reaction := progressdb._text('reaction', reaction, 64);
     m := progressdb._message_access(add_reaction.id, in_thread, false, actor, 'react');
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     UPDATE progressdb.messages mm
        SET reactions = mm.reactions || jsonb_build_object(add_reaction.identity, add_reaction.reaction)
      WHERE mm.thread = m.thread AND mm.seq = m.seq
@@ -31,6 +32,7 @@ BEGIN
     identity := progressdb._ident('identity', identity);
     m := progressdb._message_access(remove_reaction.id, in_thread, false, actor, 'react');
     m := progressdb._lock_message(m);
+    PERFORM progressdb._acting(actor);
     -- Removing a reaction that is not there changes nothing (idempotent).
     UPDATE progressdb.messages mm SET reactions = mm.reactions - remove_reaction.identity
      WHERE mm.thread = m.thread AND mm.seq = m.seq AND mm.reactions ? remove_reaction.identity;

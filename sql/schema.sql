@@ -156,8 +156,61 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_members', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.dek_id_seq', '');
 
-
-
+-- The event feed (events.sql): every committed change of a thread, in one
+-- gap-free order. A change writes its event to feed_queue in its own
+-- transaction (no position yet); the sequencer moves committed queue rows
+-- into feed, numbering them 1, 2, 3, ... in the order it finds them
+-- committed. So positions follow commit order by construction.
+CREATE SEQUENCE progressdb.feed_queue_qid_seq;
+CREATE TABLE progressdb.feed_queue (
+    qid      bigint  NOT NULL DEFAULT nextval('progressdb.feed_queue_qid_seq'), -- write order
+    thread   text    NOT NULL,
+    type     text    NOT NULL,
+    ts       bigint  NOT NULL,          -- Unix nanoseconds
+    actor    text,                      -- NULL: the service
+    seq      bigint,                    -- the message's seq (message and reaction events)
+    subject  text,                      -- the member (member events) or reacting identity
+    data     text,                      -- JSON text of the data, or
+    entry    bytea,                     -- the message as a chunk entry (sealed bodies stay sealed)
+    CONSTRAINT feed_queue_pkey PRIMARY KEY (qid)
+);
+ALTER SEQUENCE progressdb.feed_queue_qid_seq OWNED BY progressdb.feed_queue.qid;
+-- Positions are global (one order across threads), so this is the one table
+-- whose key does not start with the thread.
+CREATE TABLE progressdb.feed (
+    pos      bigint  NOT NULL,          -- 1, 2, 3, ... in commit order; the event id
+    thread   text    NOT NULL,
+    type     text    NOT NULL,
+    ts       bigint  NOT NULL,
+    actor    text,
+    seq      bigint,
+    subject  text,
+    data     text,
+    entry    bytea,
+    CONSTRAINT feed_pkey PRIMARY KEY (pos)
+);
+CREATE INDEX feed_thread_idx ON progressdb.feed (thread, pos);
+-- The sequencer's state, one row (made by the first sequencing, so a dump
+-- restores it without a conflict); its row lock makes sequencing one at a time.
+CREATE TABLE progressdb.feed_state (
+    id               integer NOT NULL DEFAULT 1,
+    last_pos         bigint  NOT NULL DEFAULT 0,  -- highest position handed out
+    trimmed_through  bigint  NOT NULL DEFAULT 0,  -- retention removed positions up to this
+    CONSTRAINT feed_state_pkey PRIMARY KEY (id),
+    CONSTRAINT feed_state_one_row CHECK (id = 1)
+);
+-- Webhook endpoints and how far each has been delivered (the gateway).
+CREATE TABLE progressdb.webhook_progress (
+    endpoint    text   NOT NULL,
+    delivered   bigint NOT NULL,            -- feed position delivered through
+    updated_ts  bigint NOT NULL,
+    CONSTRAINT webhook_progress_pkey PRIMARY KEY (endpoint)
+);
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_queue_qid_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_state', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.webhook_progress', '');
 
 -- Input checks of identifiers, texts and limits are native: see src/checks.rs.
 CREATE FUNCTION progressdb._body(body jsonb) RETURNS jsonb

@@ -135,6 +135,7 @@ BEGIN
     END IF;
     metadata := progressdb._metadata(metadata);
     history := progressdb._history(history);
+    PERFORM progressdb._acting(author);
     t := progressdb._insert_thread(thread_id, author, title, encrypted, 0, metadata, history);
     IF t.id IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = '23505', MESSAGE = format('thread %s already exists', thread_id);
@@ -249,6 +250,7 @@ BEGIN
     IF history IS NOT NULL THEN
         PERFORM progressdb._authorize(t, actor, 'history');
     END IF;
+    PERFORM progressdb._acting(actor);
     UPDATE progressdb.threads th
        SET title = coalesce(update_thread.title, th.title),
            slug = progressdb.slugify(coalesce(update_thread.title, th.title), th.id),
@@ -267,6 +269,7 @@ DECLARE
     t progressdb.threads;
 BEGIN
     t := progressdb._thread_for(delete_thread.id, actor, 'delete_thread');
+    PERFORM progressdb._acting(actor);
     UPDATE progressdb.threads th SET deleted_ts = progressdb.now_ns() WHERE th.id = t.id;
 END
 $$;

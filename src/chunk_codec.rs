@@ -231,12 +231,12 @@ pub fn unpack(packed: &[u8]) -> Option<(i64, i64, Vec<u8>)> {
 pub type Opener<'o> = &'o dyn Fn(&str, &Sealed) -> String;
 
 /// The real opener (the thread's data key, src/crypto).
-fn open_sealed(thread: &str, s: &Sealed) -> String {
+pub fn open_sealed(thread: &str, s: &Sealed) -> String {
     crypto::open_body_text(thread, s.id, s.version, s.plain, s.envelope)
 }
 
 /// The document of an entry as readers get it: a sealed body is opened.
-fn entry_doc(thread: &str, e: &Entry, open: Opener, out: &mut String) {
+pub fn entry_doc(thread: &str, e: &Entry, open: Opener, out: &mut String) {
     match &e.sealed {
         None => out.push_str(e.doc),
         Some(s) => {

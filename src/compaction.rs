@@ -64,17 +64,35 @@ pub extern "C-unwind" fn progressdb_compactor_main(_arg: pg_sys::Datum) {
                 break;
             }
         }
+        // The event feed (sql/events.sql): number what readers have not yet,
+        // and apply its retention, a batch per round.
+        BackgroundWorker::transaction(maintain_feed);
+    }
+}
+
+fn extension_installed() -> bool {
+    Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'progressdb')")
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+fn maintain_feed() {
+    if !extension_installed() {
+        return;
+    }
+    let _ = Spi::run("SELECT progressdb._sequence_events()");
+    match Spi::get_one::<i64>("SELECT progressdb.trim_events()") {
+        Ok(Some(n)) if n > 0 => {
+            log!("progressdb: removed {n} events older than the feed's retention")
+        }
+        Ok(_) => {}
+        Err(e) => warning!("progressdb: feed retention failed: {e}"),
     }
 }
 
 fn compact_batch(min_age_secs: f64) -> i64 {
-    let installed = Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'progressdb')",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
-    if !installed {
+    if !extension_installed() {
         return 0;
     }
     Spi::get_one_with_args::<i64>(

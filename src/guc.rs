@@ -20,7 +20,20 @@ pub static COMPACTION_MIN_AGE: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static COMPACTION_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
+/// How long the event feed keeps events: an interval ('30 days'), or
+/// 'forever'. Read by `progressdb.trim_events()` (sql/events.sql).
+pub static EVENT_RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"30 days"));
+
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"progressdb.event_retention",
+        c"How long the event feed keeps events: an interval such as '30 days', or 'forever'.",
+        c"Older events are removed by progressdb.trim_events() (the background worker calls it); a cursor older than that is refused.",
+        &EVENT_RETENTION,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"progressdb.compaction_interval",
         c"Seconds between rounds of the background compactor (0 turns it off).",

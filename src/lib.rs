@@ -12,6 +12,7 @@ pub mod checks;
 pub mod chunk_codec;
 pub mod compaction;
 pub mod crypto;
+pub mod events;
 pub mod guc;
 pub mod ids;
 pub mod members;

@@ -63,12 +63,12 @@ pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn write_field_str(out: &mut String, key: &str, val: &str) {
+pub fn write_field_str(out: &mut String, key: &str, val: &str) {
     out.push_str(key);
     write_str(out, val);
 }
 
-fn write_field_int(out: &mut String, key: &str, val: i64) {
+pub fn write_field_int(out: &mut String, key: &str, val: i64) {
     use std::fmt::Write;
     out.push_str(key);
     let _ = write!(out, "{val}"); // writing to a String cannot fail

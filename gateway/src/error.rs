@@ -40,6 +40,9 @@ pub fn status_for_sqlstate(code: &str) -> StatusCode {
         "P0002" => StatusCode::NOT_FOUND,
         "42501" => StatusCode::FORBIDDEN,
         "23505" => StatusCode::CONFLICT,
+        // An event cursor older than the feed's retention: those events are
+        // gone; the client re-reads the timeline and follows from the head.
+        "PD410" => StatusCode::GONE,
         // object_not_in_prerequisite_state: the change would leave the thread
         // in a state it may not be in (removing or demoting its last owner).
         // The request is well-formed and allowed; the thread's current state

@@ -197,3 +197,82 @@ CREATE FUNCTION progressdb._chunk_page_doc(
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'chunk_page_doc_wrapper';
+
+-- The event feed (events.sql): every committed change of a thread, in one
+-- gap-free order. A change writes its event to feed_queue in its own
+-- transaction (no position yet); the sequencer moves committed queue rows
+-- into feed, numbering them 1, 2, 3, ... in the order it finds them
+-- committed. So positions follow commit order by construction.
+CREATE SEQUENCE progressdb.feed_queue_qid_seq;
+CREATE TABLE progressdb.feed_queue (
+    qid      bigint  NOT NULL DEFAULT nextval('progressdb.feed_queue_qid_seq'), -- write order
+    thread   text    NOT NULL,
+    type     text    NOT NULL,
+    ts       bigint  NOT NULL,          -- Unix nanoseconds
+    actor    text,                      -- NULL: the service
+    seq      bigint,                    -- the message's seq (message and reaction events)
+    subject  text,                      -- the member (member events) or reacting identity
+    data     text,                      -- JSON text of the data, or
+    entry    bytea,                     -- the message as a chunk entry (sealed bodies stay sealed)
+    CONSTRAINT feed_queue_pkey PRIMARY KEY (qid)
+);
+ALTER SEQUENCE progressdb.feed_queue_qid_seq OWNED BY progressdb.feed_queue.qid;
+-- Positions are global (one order across threads), so this is the one table
+-- whose key does not start with the thread.
+CREATE TABLE progressdb.feed (
+    pos      bigint  NOT NULL,          -- 1, 2, 3, ... in commit order; the event id
+    thread   text    NOT NULL,
+    type     text    NOT NULL,
+    ts       bigint  NOT NULL,
+    actor    text,
+    seq      bigint,
+    subject  text,
+    data     text,
+    entry    bytea,
+    CONSTRAINT feed_pkey PRIMARY KEY (pos)
+);
+CREATE INDEX feed_thread_idx ON progressdb.feed (thread, pos);
+-- The sequencer's state, one row (made by the first sequencing, so a dump
+-- restores it without a conflict); its row lock makes sequencing one at a time.
+CREATE TABLE progressdb.feed_state (
+    id               integer NOT NULL DEFAULT 1,
+    last_pos         bigint  NOT NULL DEFAULT 0,  -- highest position handed out
+    trimmed_through  bigint  NOT NULL DEFAULT 0,  -- retention removed positions up to this
+    CONSTRAINT feed_state_pkey PRIMARY KEY (id),
+    CONSTRAINT feed_state_one_row CHECK (id = 1)
+);
+-- Webhook endpoints and how far each has been delivered (the gateway).
+CREATE TABLE progressdb.webhook_progress (
+    endpoint    text   NOT NULL,
+    delivered   bigint NOT NULL,            -- feed position delivered through
+    updated_ts  bigint NOT NULL,
+    CONSTRAINT webhook_progress_pkey PRIMARY KEY (endpoint)
+);
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_queue', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_queue_qid_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_state', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.webhook_progress', '');
+
+-- The event feed's native functions (src/events.rs).
+CREATE FUNCTION progressdb._render_event(
+	"pos" bigint, /* i64 */
+	"kind" TEXT, /* & str */
+	"thread" TEXT, /* & str */
+	"ts" bigint, /* i64 */
+	"actor" TEXT, /* Option < & str > */
+	"data" TEXT, /* Option < & str > */
+	"entry" bytea /* Option < & [u8] > */
+) RETURNS TEXT /* String */
+STABLE PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'render_event_wrapper';
+
+CREATE FUNCTION progressdb._reseal_entry(
+	"thread" TEXT, /* & str */
+	"entry" bytea, /* & [u8] */
+	"new_dek" bigint /* i64 */
+) RETURNS bytea /* Vec < u8 > */
+STRICT VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reseal_entry_wrapper';

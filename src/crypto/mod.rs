@@ -171,6 +171,17 @@ fn _reseal(
     body_enc: &str,
     new_dek_id: i64,
 ) -> String {
+    reseal(thread, message_id, version, body_enc, new_dek_id)
+}
+
+/// See `_reseal`; also used for the sealed copies in the event feed.
+pub fn reseal(
+    thread: &str,
+    message_id: &str,
+    version: i32,
+    body_enc: &str,
+    new_dek_id: i64,
+) -> String {
     let pairs = open_pairs(thread, message_id, version, body_enc);
     seal_pairs(thread, message_id, version, new_dek_id, &pairs)
 }
