@@ -1943,7 +1943,10 @@ DECLARE
     st progressdb.feed_state;
     n bigint;
 BEGIN
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
+    -- Nothing committed to number (the common case for a poll): no lock
+    -- taken, nothing written.
+    IF current_setting('transaction_isolation') <> 'read committed'
+       OR NOT EXISTS (SELECT 1 FROM progressdb.feed_queue) THEN
         RETURN coalesce((SELECT s.last_pos FROM progressdb.feed_state s), 0);
     END IF;
     SELECT * INTO st FROM progressdb.feed_state s FOR UPDATE SKIP LOCKED;
@@ -2008,20 +2011,21 @@ BEGIN
 END
 $$;
 
--- The page document around rendered events.
-CREATE OR REPLACE FUNCTION progressdb._events_page(docs text, next bigint, thread text DEFAULT NULL) RETURNS jsonb
+-- The page document around rendered events, as text (the _text faces; the
+-- jsonb functions parse it).
+CREATE OR REPLACE FUNCTION progressdb._events_page(docs text, next bigint, thread text DEFAULT NULL) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT (CASE WHEN thread IS NULL THEN '{' ELSE '{"thread":' || to_json(thread)::text || ',' END
-            || '"events":[' || coalesce(docs, '') || '],"next":"' || next::text || '"}')::jsonb
+    SELECT CASE WHEN thread IS NULL THEN '{' ELSE '{"thread":' || to_json(thread)::text || ',' END
+           || '"events":[' || coalesce(docs, '') || '],"next":"' || next::text || '"}'
 $$;
 
 -- Events of one thread after `after`, as `actor` may see them (members;
 -- history 'joined' hides events of messages from before they joined).
 -- `next` resumes after the last event returned, or after the feed's head.
 -- A deleted thread's events stay readable to its members.
-CREATE OR REPLACE FUNCTION progressdb.thread_events(thread text, after text DEFAULT NULL, lim integer DEFAULT 100,
-                                         actor text DEFAULT NULL)
-RETURNS jsonb
+CREATE OR REPLACE FUNCTION progressdb.thread_events_text(thread text, after text DEFAULT NULL, lim integer DEFAULT 100,
+                                              actor text DEFAULT NULL)
+RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     t progressdb.threads;
@@ -2032,9 +2036,9 @@ DECLARE
     n integer;
     last bigint;
 BEGIN
-    SELECT * INTO t FROM progressdb.threads th WHERE th.id = progressdb._ident('thread id', thread_events.thread);
+    SELECT * INTO t FROM progressdb.threads th WHERE th.id = progressdb._ident('thread id', thread_events_text.thread);
     IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_events.thread);
+        RAISE EXCEPTION USING ERRCODE = 'P0002', MESSAGE = format('thread %s not found', thread_events_text.thread);
     END IF;
     vis := progressdb._authorize(t, actor, 'read');
     lim := progressdb._limit(lim);
@@ -2055,8 +2059,8 @@ $$;
 -- all threads). One call looks at most 100,000 positions past the cursor, so
 -- a user of few threads in a busy feed gets a bounded call whose `next` has
 -- moved on even when none of those events were theirs.
-CREATE OR REPLACE FUNCTION progressdb.events(actor text, after text DEFAULT NULL, lim integer DEFAULT 100)
-RETURNS jsonb
+CREATE OR REPLACE FUNCTION progressdb.events_text(actor text, after text DEFAULT NULL, lim integer DEFAULT 100)
+RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     window_size constant bigint := 100000;
@@ -2083,7 +2087,7 @@ BEGIN
                           ORDER BY f.pos), count(*), max(f.pos)
           INTO docs, n, last
           FROM (SELECT ff.* FROM progressdb.feed ff
-                  JOIN progressdb.thread_members mm ON mm.thread = ff.thread AND mm.user_id = events.actor
+                  JOIN progressdb.thread_members mm ON mm.thread = ff.thread AND mm.user_id = events_text.actor
                   JOIN progressdb.threads th ON th.id = ff.thread
                  WHERE ff.pos > a AND ff.pos <= upto
                    AND (ff.seq IS NULL OR ff.seq > progressdb._visible_after(th, mm))
@@ -2091,6 +2095,20 @@ BEGIN
     END IF;
     RETURN progressdb._events_page(docs, CASE WHEN n = lim THEN last ELSE upto END);
 END
+$$;
+
+-- The SQL API's jsonb faces of the two above (the gateway passes the text on).
+CREATE OR REPLACE FUNCTION progressdb.thread_events(thread text, after text DEFAULT NULL, lim integer DEFAULT 100,
+                                         actor text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT progressdb.thread_events_text(thread, after, lim, actor)::jsonb
+$$;
+
+CREATE OR REPLACE FUNCTION progressdb.events(actor text, after text DEFAULT NULL, lim integer DEFAULT 100)
+RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT progressdb.events_text(actor, after, lim)::jsonb
 $$;
 
 -- For the gateway's live fan-out: the next committed events after `after`,
@@ -2151,8 +2169,8 @@ BEGIN
     END IF;
     t := progressdb._thread_for(typing.thread, progressdb._ident('actor', actor), 'post');
     PERFORM pg_notify('progressdb_typing',
-                      json_build_object('type', 'typing', 'thread', t.id, 'actor', actor,
-                                        'ts', progressdb.now_ns())::text);
+                      format('{"type":"typing","thread":%s,"actor":%s,"ts":%s}',
+                             to_json(t.id), to_json(actor), progressdb.now_ns()));
 END
 $$;
 

@@ -12,7 +12,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::config::Config;
-use crate::routes::{admin, docs, health, members, messages, read, sign, threads};
+use crate::routes::{admin, docs, events, health, members, messages, read, sign, threads};
 use crate::{auth, layers, metrics, AppState};
 
 /// One route: its path template and what each method does there.
@@ -69,6 +69,9 @@ fn keyed_routes() -> Vec<Route> {
             delete(members::remove),
         ),
         route("/v1/threads/{thread}/read", post(read::mark)),
+        route("/v1/threads/{thread}/events", get(events::thread_events)),
+        route("/v1/threads/{thread}/typing", post(events::typing)),
+        route("/v1/events", get(events::user_events)),
         route("/admin/health", get(admin::health)),
         route("/admin/stats", get(admin::stats)),
         route("/admin/threads", get(admin::threads)),
@@ -126,6 +129,10 @@ pub fn router(st: AppState, cfg: &Config) -> Router {
             header::HeaderName::from_static("x-api-key"),
             header::HeaderName::from_static("x-user-signature"),
         ]))
+        .layer(from_fn_with_state(
+            st.clone(),
+            layers::kick_feed_after_writes,
+        ))
         .layer(from_fn_with_state(st.clone(), metrics::track))
         .with_state(st)
 }
@@ -160,6 +167,8 @@ mod tests {
             limiter: Arc::new(RateLimiter::new(0.0, 0.0)),
             metrics: Arc::new(Metrics::default()),
             dev_profile: cfg.dev_profile,
+            feed: Arc::new(crate::feed::Feed::default()),
+            typing_limiter: Arc::new(RateLimiter::new(0.0, 0.0)),
         };
         router(st, &cfg)
     }

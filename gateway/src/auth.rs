@@ -124,7 +124,7 @@ pub fn extract_key(h: &HeaderMap) -> Option<String> {
 }
 
 /// Which routes a role may use. Frontend keys live in browsers, so they get
-/// only the documented public surface: `GET|POST /v1/messages` and the
+/// only the documented public surface: `GET|POST /v1/messages`, `GET /v1/events` and the
 /// thread-scoped routes, never signing, admin or metrics.
 pub fn scope_allows(role: Role, method: &Method, path: &str) -> bool {
     let is_threads = path == "/v1/threads" || path.starts_with("/v1/threads/");
@@ -133,6 +133,7 @@ pub fn scope_allows(role: Role, method: &Method, path: &str) -> bool {
         Role::Backend => true,
         Role::Frontend => {
             (path == "/v1/messages" && (method == Method::GET || method == Method::POST))
+                || (path == "/v1/events" && method == Method::GET)
                 || is_threads
         }
     }
@@ -232,6 +233,34 @@ fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// The event-stream routes (`GET /v1/events`, `GET /v1/threads/{id}/events`)
+/// accept `key`, `user` and `signature` query parameters; other routes never
+/// read credentials from a URL.
+fn stream_query_credentials(
+    method: &Method,
+    uri: &axum::http::Uri,
+) -> Option<std::collections::HashMap<String, String>> {
+    let path = uri.path();
+    let is_stream = path == "/v1/events"
+        || path
+            .strip_prefix("/v1/threads/")
+            .and_then(|rest| rest.strip_suffix("/events"))
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    if *method != Method::GET || !is_stream {
+        return None;
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
+    Some(
+        pairs
+            .into_iter()
+            .filter(|(k, v)| {
+                matches!(k.as_str(), "key" | "user" | "signature") && !v.trim().is_empty()
+            })
+            .map(|(k, v)| (k, v.trim().to_string()))
+            .collect(),
+    )
+}
+
 /// Authenticates the key, enforces the role's scope and the rate limit,
 /// verifies a user signature when one is sent, and hands a [`Caller`] to the
 /// handler.
@@ -242,7 +271,11 @@ pub async fn require_auth(
     next: Next,
 ) -> Response {
     let headers = req.headers();
-    let Some(key) = extract_key(headers) else {
+    // A browser's EventSource cannot set headers: the event streams also
+    // take the credentials from the query string (never logged).
+    let query_creds = stream_query_credentials(req.method(), req.uri());
+    let from_query = |name: &str| query_creds.as_ref().and_then(|q| q.get(name).cloned());
+    let Some(key) = extract_key(headers).or_else(|| from_query("key")) else {
         // Failed attempts are limited per client address (slows key guessing).
         if !st.limiter.allow(&format!("ip:{}", peer.ip())) {
             return ApiError::new(
@@ -275,8 +308,8 @@ pub async fn require_auth(
         .into_response();
     }
 
-    let header_user = header_str(headers, "x-user-id");
-    let signature = header_str(headers, "x-user-signature");
+    let header_user = header_str(headers, "x-user-id").or_else(|| from_query("user"));
+    let signature = header_str(headers, "x-user-signature").or_else(|| from_query("signature"));
     let signed_user = match (&header_user, &signature) {
         (Some(u), Some(s)) => {
             if !st.keys.verify(u, s) {

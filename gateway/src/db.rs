@@ -18,6 +18,8 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 /// A running database: the pool, and the cluster when we started it ourselves.
 pub struct Database {
     pub pool: Pool,
+    /// The connection string (the event feed's LISTEN connection uses it).
+    pub conn: String,
     pub cluster: Option<Cluster>,
 }
 
@@ -68,7 +70,11 @@ pub async fn open(cfg: &Config) -> Result<Database, String> {
         stop_cluster(cluster).await;
         return Err(e);
     }
-    Ok(Database { pool, cluster })
+    Ok(Database {
+        pool,
+        conn,
+        cluster,
+    })
 }
 
 /// Stops the embedded cluster, if any (fast shutdown, waits for it).

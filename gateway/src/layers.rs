@@ -56,6 +56,21 @@ pub async fn cors(State(origins): State<Arc<Vec<String>>>, req: Request, next: N
 
 /// Bounds every request; the database's statement_timeout matches, so the
 /// work stops there too.
+/// A successful write through this gateway wakes the event feed's loop, so
+/// live subscribers get its events without waiting for the next poll.
+pub async fn kick_feed_after_writes(
+    State(st): State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let write = req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD;
+    let resp = next.run(req).await;
+    if write && resp.status().is_success() {
+        st.feed.kick();
+    }
+    resp
+}
+
 pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,

@@ -5,6 +5,7 @@ mod auth;
 mod config;
 mod db;
 mod error;
+mod feed;
 mod layers;
 mod metrics;
 mod ratelimit;
@@ -22,6 +23,10 @@ use crate::config::{Cli, Config};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
+/// Typing notices: one per second per user sustained, bursts of 5.
+const TYPING_PER_SECOND: f64 = 1.0;
+const TYPING_BURST: f64 = 5.0;
+
 /// What every handler and middleware shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -30,6 +35,10 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     pub dev_profile: bool,
+    /// Live delivery of the event feed (SSE).
+    pub feed: Arc<feed::Feed>,
+    /// Typing notices per user.
+    pub typing_limiter: Arc<RateLimiter>,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +104,15 @@ async fn run(cfg: Config) -> Result<(), String> {
         limiter: Arc::new(RateLimiter::new(cfg.rate_rps, cfg.rate_burst)),
         metrics: Arc::new(Metrics::default()),
         dev_profile: cfg.dev_profile,
+        feed: Arc::new(feed::Feed::default()),
+        typing_limiter: Arc::new(RateLimiter::new(TYPING_PER_SECOND, TYPING_BURST)),
     };
+    tokio::spawn(feed::run(
+        state.feed.clone(),
+        database.pool.clone(),
+        database.conn.clone(),
+    ));
+    let feed = state.feed.clone();
     let app = app::router(state, &cfg);
     match listener.local_addr() {
         Ok(a) => tracing::info!("progressdb gateway listening on http://{a}"),
@@ -105,7 +122,15 @@ async fn run(cfg: Config) -> Result<(), String> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown({
+        // Open event streams never end by themselves: end them, so the
+        // server can finish its in-flight requests and stop.
+        let feed = feed.clone();
+        async move {
+            shutdown_signal().await;
+            feed.shut_down();
+        }
+    })
     .await;
     tracing::info!("HTTP server stopped");
     database.pool.close();
