@@ -2120,6 +2120,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     head bigint := progressdb._sequence_events();
 BEGIN
+    -- A consumer behind retention is told so (PD410), never skipped ahead.
+    PERFORM progressdb._feed_cursor(after::text, head);
     RETURN QUERY
     SELECT f.pos, f.thread, f.type, f.seq, f.subject,
            progressdb._render_event(f.pos, f.type, f.thread, f.ts, f.actor, f.data, f.entry)

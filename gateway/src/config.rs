@@ -76,6 +76,19 @@ pub struct Cli {
     /// itself never opens it.
     #[arg(long, env = "PROGRESSDB_MASTER_KEY_FILE")]
     pub master_key_file: Option<String>,
+    /// Webhook endpoint (http or https URL): every event is POSTed there,
+    /// signed with --webhook-secret. Repeatable; commas separate URLs (write
+    /// a comma inside one as %2C).
+    #[arg(
+        long = "webhook-url",
+        env = "PROGRESSDB_WEBHOOK_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub webhook_urls: Vec<String>,
+    /// HMAC-SHA256 secret that signs every webhook POST (required with --webhook-url).
+    #[arg(long, env = "PROGRESSDB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
 }
 
 /// Where the data lives.
@@ -109,6 +122,23 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// Webhook endpoints and the secret their deliveries are signed with.
+#[derive(Clone, Default, PartialEq)]
+pub struct Webhooks {
+    /// Parsed and checked (http/https with a host), without duplicates.
+    pub urls: Vec<String>,
+    pub secret: String,
+}
+
+/// URLs as their origin and path only (no credentials, no query), and
+/// never the secret.
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|u| redact_url(u)).collect();
+        write!(f, "Webhooks {{ urls: {urls:?}, secret: <hidden> }}")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: String,
@@ -126,6 +156,8 @@ pub struct Config {
     pub log_level: String,
     /// Absolute path given to the embedded cluster as progressdb.master_key_file.
     pub master_key_file: Option<PathBuf>,
+    /// Where events are POSTed (none configured: `urls` is empty).
+    pub webhooks: Webhooks,
 }
 
 /// Every name the config file may use (the environment variable names).
@@ -145,6 +177,8 @@ const FILE_KEYS: &[&str] = &[
     "PROGRESSDB_POOL_SIZE",
     "PROGRESSDB_LOG_LEVEL",
     "PROGRESSDB_MASTER_KEY_FILE",
+    "PROGRESSDB_WEBHOOK_URLS",
+    "PROGRESSDB_WEBHOOK_SECRET",
 ];
 
 /// Parses a config file: `KEY=VALUE` lines, `#` comments, optional quotes
@@ -335,6 +369,15 @@ impl Config {
             pick(&cli.master_key_file, "PROGRESSDB_MASTER_KEY_FILE").as_deref(),
             &db,
         )?;
+        let webhook_urls = if cli.webhook_urls.is_empty() {
+            split_list(file.get("PROGRESSDB_WEBHOOK_URLS").map(String::as_str))
+        } else {
+            cli.webhook_urls.clone()
+        };
+        let webhooks = webhooks(
+            &webhook_urls,
+            pick(&cli.webhook_secret, "PROGRESSDB_WEBHOOK_SECRET"),
+        )?;
 
         Ok(Config {
             addr,
@@ -349,6 +392,7 @@ impl Config {
             pool_size,
             log_level,
             master_key_file,
+            webhooks,
         })
     }
 }
@@ -378,6 +422,62 @@ fn master_key_file(value: Option<&str>, db: &DbTarget) -> Result<Option<PathBuf>
             .join(p)
     };
     Ok(Some(abs))
+}
+
+/// Checks the webhook settings: every URL http or https with a host, and a
+/// secret whenever there is a URL (deliveries are always signed).
+fn webhooks(urls: &[String], secret: Option<String>) -> Result<Webhooks, String> {
+    let mut out = Webhooks::default();
+    for raw in urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+        let url = reqwest::Url::parse(raw)
+            .map_err(|e| format!("invalid --webhook-url {:?}: {e}", redact_url(raw)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!(
+                "invalid --webhook-url {:?}: must be an http:// or https:// URL with a host",
+                redact_url(raw)
+            ));
+        }
+        let url = url.to_string();
+        if !out.urls.contains(&url) {
+            out.urls.push(url);
+        }
+    }
+    let secret = secret.filter(|s| !s.is_empty());
+    match secret {
+        Some(s) => out.secret = s,
+        None if !out.urls.is_empty() => {
+            return Err(
+                "--webhook-url needs --webhook-secret (PROGRESSDB_WEBHOOK_SECRET): \
+                        every webhook delivery is signed with it"
+                    .into(),
+            )
+        }
+        None => {}
+    }
+    Ok(out)
+}
+
+/// A URL as it may appear in logs and errors: scheme, host, port and path,
+/// without user info or query (either may carry a token).
+pub fn redact_url(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("");
+            match u.port() {
+                Some(p) => format!("{}://{host}:{p}{}", u.scheme(), u.path()),
+                None => format!("{}://{host}{}", u.scheme(), u.path()),
+            }
+        }
+        // Unparsable: show only what precedes any '@', '?' or '#'.
+        Err(_) => {
+            let cut = raw.find(['?', '#']).unwrap_or(raw.len());
+            let head = &raw[..cut];
+            match head.rfind('@') {
+                Some(at) => format!("…{}", &head[at..]),
+                None => head.to_string(),
+            }
+        }
+    }
 }
 
 fn read_file(p: &Path) -> Result<HashMap<String, String>, String> {
@@ -490,6 +590,49 @@ mod tests {
         assert!(parse_config_file("just words").is_err());
         let m = parse_config_file("[server]\nPROGRESSDB_RATE_RPS='5'\n").unwrap();
         assert_eq!(m["PROGRESSDB_RATE_RPS"], "5");
+    }
+
+    #[test]
+    fn webhook_urls_need_a_secret_and_an_http_scheme() {
+        let mut c = cli();
+        c.webhook_urls = vec!["https://hooks.example/in".into()];
+        let e = Config::from_cli(c.clone()).unwrap_err();
+        assert!(e.contains("--webhook-secret"), "{e}");
+        c.webhook_secret = Some("whsec".into());
+        let cfg = Config::from_cli(c.clone()).unwrap();
+        assert_eq!(cfg.webhooks.urls, vec!["https://hooks.example/in"]);
+        assert_eq!(cfg.webhooks.secret, "whsec");
+        assert!(!format!("{cfg:?}").contains("whsec"));
+        // Duplicates collapse to one endpoint.
+        c.webhook_urls = vec!["http://127.0.0.1:9/a".into(), "http://127.0.0.1:9/a".into()];
+        assert_eq!(Config::from_cli(c.clone()).unwrap().webhooks.urls.len(), 1);
+        for bad in ["ftp://h/x", "not a url", "file:///etc/passwd", "mailto:a@b"] {
+            c.webhook_urls = vec![bad.into()];
+            let e = Config::from_cli(c.clone()).unwrap_err();
+            assert!(e.contains("--webhook-url"), "{bad}: {e}");
+        }
+        // A secret without URLs is harmless; no URL means no webhooks.
+        c.webhook_urls.clear();
+        assert!(Config::from_cli(c).unwrap().webhooks.urls.is_empty());
+        let m = parse_config_file(
+            "PROGRESSDB_WEBHOOK_URLS=http://a.example/x, https://b.example/y\nPROGRESSDB_WEBHOOK_SECRET=s\n",
+        )
+        .unwrap();
+        assert_eq!(
+            split_list(m.get("PROGRESSDB_WEBHOOK_URLS").map(String::as_str)).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn webhook_urls_are_redacted_for_logs() {
+        assert_eq!(
+            redact_url("https://user:pw@hooks.example:8443/in?token=t#f"),
+            "https://hooks.example:8443/in"
+        );
+        assert_eq!(redact_url("http://h/"), "http://h/");
+        assert!(!redact_url("nonsense://u:pw@h?token=t").contains("pw"));
+        assert!(!redact_url("::bad u:pw@h?token=t").contains("token"));
     }
 
     #[test]

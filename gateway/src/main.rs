@@ -10,6 +10,7 @@ mod layers;
 mod metrics;
 mod ratelimit;
 mod routes;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -112,6 +113,14 @@ async fn run(cfg: Config) -> Result<(), String> {
         database.pool.clone(),
         database.conn.clone(),
     ));
+    let hooks =
+        match webhooks::start(&cfg.webhooks, database.pool.clone(), state.metrics.clone()).await {
+            Ok(h) => h,
+            Err(e) => {
+                db::stop_cluster(database.cluster).await;
+                return Err(e);
+            }
+        };
     let feed = state.feed.clone();
     let app = app::router(state, &cfg);
     match listener.local_addr() {
@@ -133,6 +142,7 @@ async fn run(cfg: Config) -> Result<(), String> {
     })
     .await;
     tracing::info!("HTTP server stopped");
+    hooks.stop().await;
     database.pool.close();
     db::stop_cluster(database.cluster).await;
     served.map_err(|e| format!("server error: {e}"))

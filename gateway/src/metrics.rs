@@ -29,12 +29,14 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Latency>,
+    webhooks: Family<WebhookLabels, Counter>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Latency>::default();
+        let webhooks = Family::<WebhookLabels, Counter>::default();
         let mut registry = Registry::default();
         // Families are shared handles: the registry encodes the same series
         // that `observe` updates.
@@ -49,10 +51,16 @@ impl Default for Metrics {
             "HTTP request latency by route",
             latency.clone(),
         );
+        registry.register(
+            "progressdb_webhook_posts",
+            "Webhook POST attempts by endpoint (origin and path) and outcome",
+            webhooks.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            webhooks,
         }
     }
 }
@@ -62,6 +70,12 @@ struct RequestLabels {
     method: &'static str,
     route: Route,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    endpoint: String,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -181,6 +195,17 @@ impl Metrics {
                 method,
                 route,
                 status,
+            })
+            .inc();
+    }
+
+    /// Counts one webhook POST: `delivered` (a 2xx answer) or `failed`.
+    /// `endpoint` is the redacted URL (configured, so few series).
+    pub fn webhook_post(&self, endpoint: &str, delivered: bool) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                endpoint: endpoint.to_string(),
+                outcome: if delivered { "delivered" } else { "failed" },
             })
             .inc();
     }

@@ -134,7 +134,9 @@ async fn grants(
 ) -> Result<HashMap<String, i64>, ApiError> {
     let client = pool.get().await?;
     let stmt = client
-        .prepare_cached("SELECT thread, visible_after FROM progressdb._feed_grants($1::text, $2::text)")
+        .prepare_cached(
+            "SELECT thread, visible_after FROM progressdb._feed_grants($1::text, $2::text)",
+        )
         .await?;
     let rows = client.query(&stmt, &[&actor, &thread]).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -237,7 +239,10 @@ async fn stream(
     });
     let mut resp = HttpBody::from_stream(body).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
@@ -259,7 +264,11 @@ async fn pump(
 ) {
     let mut stop = feed.shutdown_signal();
     // Tells the client how soon to reconnect, and flushes the headers.
-    if out.send(Bytes::from_static(b"retry: 1000\n: connected\n\n")).await.is_err() {
+    if out
+        .send(Bytes::from_static(b"retry: 1000\n: connected\n\n"))
+        .await
+        .is_err()
+    {
         return;
     }
     let mut last: Option<i64> = None;
@@ -336,7 +345,11 @@ fn frame_pos(frame: &[u8]) -> Option<i64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
-async fn send_all(out: &mpsc::Sender<Bytes>, frames: Vec<(i64, Bytes)>, last: &mut Option<i64>) -> bool {
+async fn send_all(
+    out: &mpsc::Sender<Bytes>,
+    frames: Vec<(i64, Bytes)>,
+    last: &mut Option<i64>,
+) -> bool {
     for (pos, f) in frames {
         if last.is_some_and(|l| pos <= l) {
             continue;
@@ -355,7 +368,10 @@ mod tests {
 
     #[test]
     fn frame_positions() {
-        assert_eq!(frame_pos(&feed::frame(42, "message.created", "{}")), Some(42));
+        assert_eq!(
+            frame_pos(&feed::frame(42, "message.created", "{}")),
+            Some(42)
+        );
         assert_eq!(frame_pos(b"event: typing\ndata: {}\n\n"), None);
     }
 
@@ -368,7 +384,10 @@ mod tests {
         assert_eq!(cursor(&h, &q).as_deref(), Some("9"));
         assert!(wants_stream(&{
             let mut a = HeaderMap::new();
-            a.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+            a.insert(
+                header::ACCEPT,
+                HeaderValue::from_static("text/event-stream"),
+            );
             a
         }));
         assert!(!wants_stream(&HeaderMap::new()));
