@@ -216,9 +216,11 @@ CREATE TABLE progressdb.feed_queue (
     seq      bigint,                    -- the message's seq (message and reaction events)
     subject  text,                      -- the member (member events) or reacting identity
     data     text,                      -- JSON text of the data, or
-    entry    bytea,                     -- the message as a chunk entry (sealed bodies stay sealed)
-    CONSTRAINT feed_queue_pkey PRIMARY KEY (qid)
+    entry    bytea                      -- the message as a chunk entry (sealed bodies stay sealed)
 );
+-- No index: writers from every thread append here at once, and a shared
+-- right-most index page would be their one point of contention. The
+-- sequencer reads the (small) queue whole.
 ALTER SEQUENCE progressdb.feed_queue_qid_seq OWNED BY progressdb.feed_queue.qid;
 -- Positions are global (one order across threads), so this is the one table
 -- whose key does not start with the thread.
@@ -867,6 +869,7 @@ BEGIN
            updated_ts = progressdb.now_ns()
      WHERE th.id = t.id
     RETURNING th.* INTO t;
+    PERFORM progressdb._thread_event(t, 'thread.updated');
     RETURN progressdb._thread_json(t, progressdb._membership(t.id, actor));
 END
 $$;
@@ -878,7 +881,9 @@ DECLARE
 BEGIN
     t := progressdb._thread_for(delete_thread.id, actor, 'delete_thread');
     PERFORM progressdb._acting(actor);
-    UPDATE progressdb.threads th SET deleted_ts = progressdb.now_ns() WHERE th.id = t.id;
+    UPDATE progressdb.threads th SET deleted_ts = progressdb.now_ns() WHERE th.id = t.id
+    RETURNING th.* INTO t;
+    PERFORM progressdb._thread_event(t, 'thread.deleted');
 END
 $$;
 
@@ -1828,15 +1833,20 @@ $$;
 -- service), and the triggers fire only when it is set. So raw table writes
 -- -- a pg_restore, a COPY -- replay no events (a restored feed is the
 -- dumped one). Transaction-local: the triggers cannot see function arguments.
+-- (PL/pgSQL, not SQL: called from PL/pgSQL, a SQL function would be parsed
+-- and planned again in every transaction.)
 CREATE OR REPLACE FUNCTION progressdb._acting(actor text) RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT set_config('progressdb.actor', ':' || coalesce(actor, ''), true);
-    SELECT NULL::void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM set_config('progressdb.actor', ':' || coalesce(actor, ''), true);
+END
 $$;
 
 CREATE OR REPLACE FUNCTION progressdb._event_actor() RETURNS text
-LANGUAGE sql STABLE AS $$
-    SELECT nullif(substr(current_setting('progressdb.actor', true), 2), '')
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN nullif(substr(current_setting('progressdb.actor', true), 2), '');
+END
 $$;
 
 -- message.created/updated/deleted/restored, reaction.added/removed. The
@@ -1849,6 +1859,9 @@ DECLARE
     who text;
     subj text;
 BEGIN
+    IF coalesce(current_setting('progressdb.actor', true), '') NOT LIKE ':%' THEN
+        RETURN NULL; -- a raw table write, not an API change (see _acting)
+    END IF;
     IF TG_OP = 'INSERT' THEN
         kind := 'message.created';
         who := NEW.author;
@@ -1872,20 +1885,28 @@ BEGIN
         END IF;
     END IF;
     INSERT INTO progressdb.feed_queue (thread, type, ts, actor, seq, subject, entry)
-    VALUES (NEW.thread, kind, progressdb.now_ns(), who, NEW.seq, subj, progressdb._chunk_entry(NEW));
+    -- The entry as _chunk_entry (compaction.sql) makes it, called directly.
+    VALUES (NEW.thread, kind, progressdb.now_ns(), who, NEW.seq, subj,
+            progressdb._message_entry(NEW.seq, NEW.id, NEW.thread, NEW.author, NEW.role, NEW.ts, NEW.body::text,
+                                      NEW.body_enc, NEW.version, NEW.updated_ts, NEW.reply_to, NEW.deleted_ts,
+                                      CASE WHEN NEW.reactions <> '{}'::jsonb THEN NEW.reactions::text END));
     RETURN NULL;
 END
 $$;
 
+-- (The API check is in the function, not a WHEN clause: PostgreSQL reads a
+-- WHEN clause back from the catalog for every statement.)
 CREATE OR REPLACE TRIGGER messages_event AFTER INSERT OR UPDATE ON progressdb.messages
-    FOR EACH ROW WHEN (current_setting('progressdb.actor', true) LIKE ':%')
-    EXECUTE FUNCTION progressdb._message_event();
+    FOR EACH ROW EXECUTE FUNCTION progressdb._message_event();
 
 -- member.added (also a role change: the member as they are now),
 -- member.removed, member.read (read state moved forward).
 CREATE OR REPLACE FUNCTION progressdb._member_event() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF coalesce(current_setting('progressdb.actor', true), '') NOT LIKE ':%' THEN
+        RETURN NULL;
+    END IF;
     IF TG_OP = 'INSERT' THEN
         INSERT INTO progressdb.feed_queue (thread, type, ts, actor, subject, data)
         VALUES (NEW.thread, 'member.added', progressdb.now_ns(), NEW.added_by, NEW.user_id,
@@ -1909,28 +1930,19 @@ END
 $$;
 
 CREATE OR REPLACE TRIGGER thread_members_event AFTER INSERT OR UPDATE OR DELETE ON progressdb.thread_members
-    FOR EACH ROW WHEN (current_setting('progressdb.actor', true) LIKE ':%')
-    EXECUTE FUNCTION progressdb._member_event();
+    FOR EACH ROW EXECUTE FUNCTION progressdb._member_event();
 
--- thread.updated (title, metadata, history), thread.deleted. The WHEN clause
--- keeps appends (which update last_seq and activity) from calling it at all.
-CREATE OR REPLACE FUNCTION progressdb._thread_event() RETURNS trigger
+-- thread.updated (title, metadata, history), thread.deleted: written by
+-- update_thread and delete_thread (threads.sql). Not a trigger: every post
+-- updates the thread row (last_seq, activity), and a trigger there would cost
+-- every append.
+CREATE OR REPLACE FUNCTION progressdb._thread_event(t progressdb.threads, kind text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO progressdb.feed_queue (thread, type, ts, actor, data)
-    VALUES (NEW.id, CASE WHEN NEW.deleted_ts IS NOT NULL AND OLD.deleted_ts IS NULL
-                         THEN 'thread.deleted' ELSE 'thread.updated' END,
-            progressdb.now_ns(), progressdb._event_actor(), progressdb._thread_json(NEW)::text);
-    RETURN NULL;
+    VALUES (t.id, kind, progressdb.now_ns(), progressdb._event_actor(), progressdb._thread_json(t)::text);
 END
 $$;
-
-CREATE OR REPLACE TRIGGER threads_event AFTER UPDATE ON progressdb.threads
-    FOR EACH ROW
-    WHEN ((OLD.title IS DISTINCT FROM NEW.title OR OLD.metadata IS DISTINCT FROM NEW.metadata
-           OR OLD.history IS DISTINCT FROM NEW.history OR OLD.deleted_ts IS DISTINCT FROM NEW.deleted_ts)
-          AND current_setting('progressdb.actor', true) LIKE ':%')
-    EXECUTE FUNCTION progressdb._thread_event();
 
 -- One sequencer round (see the top of this file): numbers the committed
 -- queue rows, at most 10,000 per round, and returns the feed's head (the

@@ -171,9 +171,11 @@ CREATE TABLE progressdb.feed_queue (
     seq      bigint,                    -- the message's seq (message and reaction events)
     subject  text,                      -- the member (member events) or reacting identity
     data     text,                      -- JSON text of the data, or
-    entry    bytea,                     -- the message as a chunk entry (sealed bodies stay sealed)
-    CONSTRAINT feed_queue_pkey PRIMARY KEY (qid)
+    entry    bytea                      -- the message as a chunk entry (sealed bodies stay sealed)
 );
+-- No index: writers from every thread append here at once, and a shared
+-- right-most index page would be their one point of contention. The
+-- sequencer reads the (small) queue whole.
 ALTER SEQUENCE progressdb.feed_queue_qid_seq OWNED BY progressdb.feed_queue.qid;
 -- Positions are global (one order across threads), so this is the one table
 -- whose key does not start with the thread.

@@ -259,6 +259,7 @@ BEGIN
            updated_ts = progressdb.now_ns()
      WHERE th.id = t.id
     RETURNING th.* INTO t;
+    PERFORM progressdb._thread_event(t, 'thread.updated');
     RETURN progressdb._thread_json(t, progressdb._membership(t.id, actor));
 END
 $$;
@@ -270,7 +271,9 @@ DECLARE
 BEGIN
     t := progressdb._thread_for(delete_thread.id, actor, 'delete_thread');
     PERFORM progressdb._acting(actor);
-    UPDATE progressdb.threads th SET deleted_ts = progressdb.now_ns() WHERE th.id = t.id;
+    UPDATE progressdb.threads th SET deleted_ts = progressdb.now_ns() WHERE th.id = t.id
+    RETURNING th.* INTO t;
+    PERFORM progressdb._thread_event(t, 'thread.deleted');
 END
 $$;
 
