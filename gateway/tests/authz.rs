@@ -257,6 +257,17 @@ fn authorization_matrix() {
             Some(json!({"message":"{m}"})),
             each(200, 200, 200, 200, 200, 403),
         ),
+        // the event feed: members read a thread's events (JSON form); every
+        // identified caller reads their own feed; typing is for posters, and
+        // always a user's (an admin key naming a non-member is refused)
+        case(Method::GET, "/v1/threads/{t}/events", None, needs(Reader, 200)),
+        case(Method::GET, "/v1/events", None, keyed_2xx(200)),
+        case(
+            Method::POST,
+            "/v1/threads/{t}/typing",
+            None,
+            each(403, 204, 204, 204, 204, 403),
+        ),
         // the timeline
         case(
             Method::GET,
