@@ -260,7 +260,12 @@ fn authorization_matrix() {
         // the event feed: members read a thread's events (JSON form); every
         // identified caller reads their own feed; typing is for posters, and
         // always a user's (an admin key naming a non-member is refused)
-        case(Method::GET, "/v1/threads/{t}/events", None, needs(Reader, 200)),
+        case(
+            Method::GET,
+            "/v1/threads/{t}/events",
+            None,
+            needs(Reader, 200),
+        ),
         case(Method::GET, "/v1/events", None, keyed_2xx(200)),
         case(
             Method::POST,
