@@ -100,6 +100,8 @@ pub struct Feed {
     registry: Mutex<Registry>,
     kick: Notify,
     shutdown: watch::Sender<bool>,
+    /// True once the loop knows the feed's head (live positions start there).
+    ready: watch::Sender<bool>,
     started: AtomicBool,
     pub dropped: AtomicU64,
 }
@@ -110,6 +112,7 @@ impl Default for Feed {
             registry: Mutex::new(Registry::default()),
             kick: Notify::new(),
             shutdown: watch::channel(false).0,
+            ready: watch::channel(false).0,
             started: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
         }
@@ -137,6 +140,18 @@ impl Feed {
 
     pub fn is_running(&self) -> bool {
         self.started.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once live delivery has a starting position (false: the
+    /// gateway is shutting down first). A subscriber must not register
+    /// before, or the replay would stop short of where live delivery starts.
+    pub async fn wait_ready(&self) -> bool {
+        let mut ready = self.ready.subscribe();
+        let mut stop = self.shutdown_signal();
+        tokio::select! {
+            r = ready.wait_for(|r| *r) => r.is_ok(),
+            _ = stop.wait_for(|s| *s) => false,
+        }
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
@@ -343,6 +358,7 @@ pub async fn run(feed: Arc<Feed>, pool: Pool, conn: String) {
         match head(&pool).await {
             Ok(h) => {
                 feed.lock().head = h;
+                let _ = feed.ready.send(true);
                 break;
             }
             Err(e) => {

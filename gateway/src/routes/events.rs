@@ -263,6 +263,9 @@ async fn pump(
     out: mpsc::Sender<Bytes>,
 ) {
     let mut stop = feed.shutdown_signal();
+    if !feed.wait_ready().await {
+        return;
+    }
     // Tells the client how soon to reconnect, and flushes the headers.
     if out
         .send(Bytes::from_static(b"retry: 1000\n: connected\n\n"))
