@@ -160,7 +160,7 @@ impl Feed {
 
     /// Ends every stream (graceful shutdown).
     pub fn shut_down(&self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.send_replace(true);
         self.lock().subs.clear();
     }
 
@@ -358,7 +358,7 @@ pub async fn run(feed: Arc<Feed>, pool: Pool, conn: String) {
         match head(&pool).await {
             Ok(h) => {
                 feed.lock().head = h;
-                let _ = feed.ready.send(true);
+                feed.ready.send_replace(true);
                 break;
             }
             Err(e) => {
@@ -477,6 +477,21 @@ mod tests {
             subject: None,
             frame: frame(pos, "message.created", "{}"),
         }
+    }
+
+    #[tokio::test]
+    async fn streams_wait_for_the_head_and_shutdown_reaches_late_waiters() {
+        let feed = Feed::default();
+        // not ready yet: a waiter must not pass
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(50), feed.wait_ready()).await;
+        assert!(pending.is_err(), "ready before the head is known");
+        // the loop learns the head while nobody waits: still seen afterwards
+        feed.ready.send_replace(true);
+        assert!(feed.wait_ready().await);
+        let stopped = Feed::default();
+        stopped.shut_down();
+        assert!(!stopped.wait_ready().await, "shutdown before anyone waited");
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Webhooks {
         if self.tasks.is_empty() {
             return;
         }
-        let _ = self.stop.send(true);
+        self.stop.send_replace(true);
         for mut t in self.tasks {
             if tokio::time::timeout(STOP_WAIT, &mut t).await.is_err() {
                 t.abort();
