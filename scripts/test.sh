@@ -51,6 +51,7 @@ cargo test -p pgcluster -p progressdb-tests -p progressdb-gateway
 step "benchmark smoke (every scenario once on a tiny dataset)"
 bash bench/run.sh --smoke --no-build
 bash bench/members.sh --smoke
+bash bench/events.sh --smoke
 
 step "lint"
 bash scripts/gen-upgrade.sh --check

@@ -67,6 +67,8 @@ pub struct Gateway {
     pub embedded: Option<(PathBuf, u16)>,
     args: Vec<String>,
     owns_dir: bool,
+    /// Where the gateway's stderr goes, and at which log level (None: inherited, `warn`).
+    log: Option<(PathBuf, String)>,
 }
 
 impl Gateway {
@@ -85,6 +87,31 @@ impl Gateway {
         g
     }
 
+    /// Embedded mode like [`Gateway::embedded`], with the gateway's stderr
+    /// captured at log level `level` into a file beside `dir` (see
+    /// [`Gateway::log_text`]); the file goes with the directory.
+    pub fn embedded_logged(dir: &Path, pg_port: u16, extra: &[String], level: &str) -> Gateway {
+        let mut args = vec![
+            "--db".to_string(),
+            dir.display().to_string(),
+            "--pg-port".into(),
+            pg_port.to_string(),
+        ];
+        args.extend(extra.iter().cloned());
+        let mut g = Gateway::prepare(args);
+        g.log = Some((log_path(dir), level.to_string()));
+        g.launch();
+        g.embedded = Some((dir.to_path_buf(), pg_port));
+        g.owns_dir = true;
+        g
+    }
+
+    /// What the gateway wrote to stderr so far (when started with a log file).
+    pub fn log_text(&self) -> String {
+        let (path, _) = self.log.as_ref().expect("started with embedded_logged");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     /// Any `--db` value (e.g. a connection string).
     pub fn with_db(db: &str, extra: &[String]) -> Gateway {
         let mut args = vec!["--db".to_string(), db.to_string()];
@@ -92,10 +119,17 @@ impl Gateway {
         Gateway::spawn(args)
     }
 
-    fn spawn(mut args: Vec<String>) -> Gateway {
+    fn spawn(args: Vec<String>) -> Gateway {
+        let mut g = Gateway::prepare(args);
+        g.launch();
+        g
+    }
+
+    /// The gateway on a free port, not started yet.
+    fn prepare(mut args: Vec<String>) -> Gateway {
         let port = free_port();
         args.extend(["--addr".into(), format!("127.0.0.1:{port}")]);
-        let mut g = Gateway {
+        Gateway {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
             client: Client::builder()
@@ -105,9 +139,8 @@ impl Gateway {
             embedded: None,
             args,
             owns_dir: false,
-        };
-        g.launch();
-        g
+            log: None,
+        }
     }
 
     fn launch(&mut self) {
@@ -122,6 +155,14 @@ impl Gateway {
         cmd.args(&self.args)
             .env("PROGRESSDB_LOG_LEVEL", "warn")
             .stdin(Stdio::null());
+        if let Some((path, level)) = &self.log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open the gateway log file");
+            cmd.env("PROGRESSDB_LOG_LEVEL", level).stderr(file);
+        }
         self.child = Some(cmd.spawn().expect("start the gateway binary"));
     }
 
@@ -207,9 +248,17 @@ impl Drop for Gateway {
             }
             if self.owns_dir && !std::thread::panicking() {
                 let _ = std::fs::remove_dir_all(dir);
+                if self.log.is_some() {
+                    let _ = std::fs::remove_file(log_path(dir));
+                }
             }
         }
     }
+}
+
+/// The log file of [`Gateway::embedded_logged`] for data directory `dir`.
+fn log_path(dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.gateway.log", dir.display()))
 }
 
 /// Status and JSON body (Null when the body is empty or not JSON).
