@@ -198,6 +198,14 @@ impl Feed {
         }
     }
 
+    /// Replaces a subscriber's grants (asked again after registering, so a
+    /// membership change during its replay is not missed).
+    pub fn set_grants(&self, id: u64, grants: HashMap<String, i64>) {
+        if let Some(s) = self.lock().subs.iter().find(|s| s.id == id) {
+            *s.grants.lock().unwrap_or_else(|p| p.into_inner()) = grants;
+        }
+    }
+
     pub fn unsubscribe(&self, id: u64) {
         self.lock().subs.retain(|s| s.id != id);
     }

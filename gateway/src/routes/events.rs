@@ -294,8 +294,20 @@ async fn pump(
         }
         last = Some(last.unwrap_or(0).max(pos_of(&cursor)));
     }
+    let user_scope = scope == Scope::User;
     let mut sub = feed.subscribe(scope, actor.clone(), grants);
     let id = sub.id;
+    // Membership changes delivered while this stream replayed reached no one:
+    // ask the database again now that live delivery includes this subscriber.
+    if user_scope && actor.is_some() {
+        match self::grants(&pool, actor.as_deref(), None).await {
+            Ok(g) => feed.set_grants(id, g),
+            Err(_) => {
+                feed.unsubscribe(id);
+                return;
+            }
+        }
+    }
     // Close the seam: anything between the replay and the live start.
     if let Some(l) = last {
         let mut cursor = l.to_string();
