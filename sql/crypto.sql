@@ -79,6 +79,13 @@ BEGIN
     UPDATE progressdb.feed f SET entry = progressdb._reseal_entry(f.thread, f.entry, new_dek)
      WHERE f.thread = t.id AND f.entry IS NOT NULL;
 
+    -- Forks' snapshots of this thread's rows (forks.sql), sealed with its key.
+    UPDATE progressdb.fork_snapshots s
+       SET msg = jsonb_set(s.msg, '{body_enc}',
+                           to_jsonb(progressdb._reseal(s.source, s.msg->>'id', (s.msg->>'version')::integer,
+                                                       s.msg->>'body_enc', new_dek)))
+     WHERE s.source = t.id AND s.msg->>'body_enc' IS NOT NULL;
+
     PERFORM set_config('progressdb.reencrypting', 'off', true);
     DELETE FROM progressdb.thread_keys k WHERE k.thread = t.id AND k.dek_id <> new_dek;
     RETURN jsonb_build_object('thread', t.id, 'reencrypted', n_messages + n_versions,

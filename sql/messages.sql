@@ -55,9 +55,25 @@ CREATE FUNCTION progressdb._message_access(msg_id text, in_thread text, allow_de
 RETURNS progressdb.messages
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    m progressdb.messages := progressdb._message_for(msg_id, in_thread, allow_deleted);
+    m progressdb.messages;
     t progressdb.threads;
 BEGIN
+    -- A read through a fork (in_thread) of a message of its shared prefix:
+    -- the message as the fork shows it, authorized by the fork.
+    IF action = 'read' AND in_thread IS NOT NULL THEN
+        SELECT * INTO t FROM progressdb.threads th WHERE th.id = in_thread AND th.deleted_ts IS NULL;
+        IF t.fork_of IS NOT NULL AND NOT EXISTS (SELECT 1 FROM progressdb.messages mm
+                                                  WHERE mm.id = msg_id AND mm.thread = in_thread) THEN
+            m := progressdb._fork_message(t, progressdb._ident('message id', msg_id));
+            IF m.id IS NULL OR (m.deleted_ts IS NOT NULL AND NOT allow_deleted)
+               OR m.seq <= progressdb._authorize(t, actor, 'read') THEN
+                RAISE EXCEPTION USING ERRCODE = 'P0002',
+                    MESSAGE = format('message %s not found in thread %s', msg_id, in_thread);
+            END IF;
+            RETURN m;
+        END IF;
+    END IF;
+    m := progressdb._message_for(msg_id, in_thread, allow_deleted);
     IF actor IS NOT NULL THEN
         SELECT * INTO t FROM progressdb.threads th WHERE th.id = m.thread;
         IF m.seq <= progressdb._authorize(t, actor, 'read') THEN
@@ -131,6 +147,9 @@ BEGIN
     IF reply_to IS NOT NULL THEN
         SELECT mm.thread INTO parent_thread FROM progressdb.messages mm
          WHERE mm.id = post_message_text.reply_to AND mm.thread = thread_id LIMIT 1;
+        IF parent_thread IS NULL AND t.fork_of IS NOT NULL THEN
+            parent_thread := (progressdb._fork_message(t, post_message_text.reply_to)).thread;
+        END IF;
         IF parent_thread IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = '22023',
                 MESSAGE = format('reply_to %s is not a message of thread %s', post_message_text.reply_to, thread_id);
@@ -201,6 +220,9 @@ BEGIN
     IF s IS NULL THEN
         SELECT mm.seq INTO s FROM progressdb.messages mm WHERE mm.id = cursor AND mm.thread = t.id LIMIT 1;
     END IF;
+    IF s IS NULL AND t.fork_of IS NOT NULL THEN
+        s := (progressdb._fork_message(t, cursor)).seq;   -- a message of the shared prefix
+    END IF;
     IF s IS NULL OR s <= vis OR s > t.last_seq THEN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('%s cursor %s is not a message of thread %s', what, cursor, t.id);
@@ -246,6 +268,10 @@ BEGIN
         IF b_seq IS NULL OR b_seq <= vis OR b_seq > t.last_seq THEN
             b_seq := progressdb._cursor_seq(t, before, 'before', vis);   -- a message id, or an error
         END IF;
+    END IF;
+    IF t.fork_of IS NOT NULL THEN
+        -- A fork's timeline spans threads (forks.sql): read row by row.
+        RETURN progressdb._fork_page(t, lim, b_seq, before IS NOT NULL, after, inc, vis);
     END IF;
     IF after IS NULL THEN
         -- The chunks holding the lim + 1 seqs below b_seq, and the one

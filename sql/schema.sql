@@ -28,6 +28,13 @@ CREATE TABLE progressdb.threads (
     history     text    NOT NULL DEFAULT 'shared',  -- 'shared' | 'joined' (members.sql)
     member_count integer NOT NULL DEFAULT 0,        -- kept by add/remove_member
     last_activity_ts bigint NOT NULL,               -- creation, then each post: orders inboxes
+    -- forks (forks.sql): the source thread, the message forked at and its seq,
+    -- the seqs at or below fork_lo the forker could not read, when
+    fork_of     text,
+    fork_message text,
+    fork_seq    bigint,
+    fork_lo     bigint,
+    fork_ts     bigint,
     CONSTRAINT threads_pkey PRIMARY KEY (id),
     CONSTRAINT threads_id_length CHECK (length(id) BETWEEN 1 AND 128),
     CONSTRAINT threads_history CHECK (history IN ('shared', 'joined')),
@@ -38,6 +45,10 @@ CREATE TABLE progressdb.threads (
 -- every index of threads; a bulk load of 1M messages ran ~2.4x slower
 -- against the naive table). A user's inbox starts from thread_members; the
 -- service's listing of all threads sorts them (see list_threads).
+
+-- A source's forks, for the copy-on-write check every change of a message
+-- makes (forks.sql). fork_of never changes, so appends stay HOT updates.
+CREATE INDEX threads_fork_of_idx ON progressdb.threads (fork_of, fork_seq) WHERE fork_of IS NOT NULL;
 
 -- Numbers default titles ("New Thread #<n>").
 CREATE SEQUENCE progressdb.thread_number_seq;
@@ -135,6 +146,21 @@ CREATE TABLE progressdb.message_versions (
     CONSTRAINT message_versions_pkey PRIMARY KEY (thread, seq, version)
 );
 
+-- Rows of a source thread as they were when a fork that shares them was
+-- made, saved on their first change after it (copy-on-write, forks.sql).
+-- msg is the row as JSON (to_jsonb of a messages row; an encrypted body
+-- stays sealed, under the source's key).
+CREATE TABLE progressdb.fork_snapshots (
+    fork        text    NOT NULL,
+    seq         bigint  NOT NULL,
+    source      text    NOT NULL,          -- the thread the row belongs to
+    taken_ts    bigint  NOT NULL,
+    msg         jsonb   NOT NULL,
+    CONSTRAINT fork_snapshots_pkey PRIMARY KEY (fork, seq)
+);
+-- Key rotation of a source re-seals its rows held here.
+CREATE INDEX fork_snapshots_source_idx ON progressdb.fork_snapshots (source, seq);
+
 -- Data keys of encrypted threads, wrapped by a master key (KEK) named by
 -- kek_id. Ids come from one sequence, so a data key id is never reused.
 CREATE SEQUENCE progressdb.dek_id_seq;
@@ -155,6 +181,7 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_number_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.thread_members', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.dek_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('progressdb.fork_snapshots', '');
 
 -- The event feed (events.sql): every committed change of a thread, in one
 -- gap-free order. A change writes its event to feed_queue in its own

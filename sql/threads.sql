@@ -41,10 +41,17 @@ BEGIN
     IF t.encrypted THEN
         doc := doc || '{"encrypted": true}'::jsonb;
     END IF;
-    SELECT * INTO last FROM progressdb.messages m
-     WHERE m.thread = t.id AND m.seq > progressdb._visible_after(t, mem) AND m.deleted_ts IS NULL
-     ORDER BY m.seq DESC
-     LIMIT 1;
+    IF t.fork_of IS NULL THEN
+        SELECT * INTO last FROM progressdb.messages m
+         WHERE m.thread = t.id AND m.seq > progressdb._visible_after(t, mem) AND m.deleted_ts IS NULL
+         ORDER BY m.seq DESC
+         LIMIT 1;
+    ELSE
+        SELECT * INTO last FROM progressdb._fork_rows(t, progressdb._visible_after(t, mem),
+                                                      9223372036854775807, 1, true, false);
+        doc := doc || jsonb_build_object('forked_from',
+                                         jsonb_build_object('thread', t.fork_of, 'message', t.fork_message));
+    END IF;
     IF last.id IS NOT NULL THEN
         doc := doc || jsonb_build_object('last_message', progressdb._message_json(last));
     END IF;

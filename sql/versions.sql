@@ -36,7 +36,8 @@ BEGIN
                ORDER BY v.version), '[]')
       INTO earlier
       FROM progressdb.message_versions v
-     WHERE v.thread = m.thread AND v.seq = m.seq;
+     WHERE v.thread = m.thread AND v.seq = m.seq
+       AND v.version < m.version;   -- m may be a fork's older view of the message (forks.sql)
     RETURN jsonb_build_object('id', m.id,
                               'versions', earlier || jsonb_build_array(progressdb._message_json(m)));
 END

@@ -13,6 +13,7 @@ pub mod chunk_codec;
 pub mod compaction;
 pub mod crypto;
 pub mod events;
+pub mod forks;
 pub mod guc;
 pub mod ids;
 pub mod members;

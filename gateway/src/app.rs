@@ -69,6 +69,7 @@ fn keyed_routes() -> Vec<Route> {
             delete(members::remove),
         ),
         route("/v1/threads/{thread}/read", post(read::mark)),
+        route("/v1/threads/{thread}/fork", post(threads::fork)),
         route("/v1/threads/{thread}/events", get(events::thread_events)),
         route("/v1/threads/{thread}/typing", post(events::typing)),
         route("/v1/events", get(events::user_events)),

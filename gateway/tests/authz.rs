@@ -257,6 +257,13 @@ fn authorization_matrix() {
             Some(json!({"message":"{m}"})),
             each(200, 200, 200, 200, 200, 403),
         ),
+        // forking: whoever reads the thread may fork it (and owns the fork)
+        case(
+            Method::POST,
+            "/v1/threads/{t}/fork",
+            Some(json!({"message":"{m}"})),
+            needs(Reader, 200),
+        ),
         // the event feed: members read a thread's events (JSON form); every
         // identified caller reads their own feed; typing is for posters, and
         // always a user's (an admin key naming a non-member is refused)

@@ -278,3 +278,22 @@ CREATE FUNCTION progressdb._reseal_entry(
 STRICT VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'reseal_entry_wrapper';
+
+-- Forks (forks.sql): columns last, as in a fresh install.
+ALTER TABLE progressdb.threads
+    ADD COLUMN fork_of text,
+    ADD COLUMN fork_message text,
+    ADD COLUMN fork_seq bigint,
+    ADD COLUMN fork_lo bigint,
+    ADD COLUMN fork_ts bigint;
+CREATE INDEX threads_fork_of_idx ON progressdb.threads (fork_of, fork_seq) WHERE fork_of IS NOT NULL;
+CREATE TABLE progressdb.fork_snapshots (
+    fork        text    NOT NULL,
+    seq         bigint  NOT NULL,
+    source      text    NOT NULL,
+    taken_ts    bigint  NOT NULL,
+    msg         jsonb   NOT NULL,
+    CONSTRAINT fork_snapshots_pkey PRIMARY KEY (fork, seq)
+);
+CREATE INDEX fork_snapshots_source_idx ON progressdb.fork_snapshots (source, seq);
+SELECT pg_catalog.pg_extension_config_dump('progressdb.fork_snapshots', '');

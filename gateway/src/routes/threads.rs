@@ -134,3 +134,33 @@ pub async fn delete(
         .no_content(&st.pool)
         .await
 }
+
+#[derive(Deserialize)]
+pub struct Fork {
+    message: Option<String>,
+    id: Option<String>,
+    title: Option<String>,
+    author: Option<String>,
+}
+
+/// `POST /v1/threads/{thread}/fork` `{"message", "id"?, "title"?}` → the new
+/// Thread (with `forked_from`), owned by the caller; a backend without an
+/// author forks as the service (the source's author owns the fork).
+pub async fn fork(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    q: Params,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let f: Fork = body.json()?;
+    let who = caller.identity(f.author.as_deref(), q.get("author").as_deref())?;
+    Call::new("fork_thread")
+        .text(Some(id))
+        .text(f.message)
+        .opt_text("id", f.id)
+        .opt_text("actor", who.actor)
+        .opt_text("title", f.title)
+        .json_response(&st.pool)
+        .await
+}
