@@ -225,6 +225,22 @@ impl Feed {
         self.dropped.fetch_add(dropped, Ordering::Relaxed);
     }
 
+    /// Moves the head past events that are gone (retention), ending every
+    /// live stream: each of them has missed those events.
+    fn skip_to(&self, pos: i64) {
+        let mut reg = self.lock();
+        if pos > reg.head {
+            tracing::warn!(
+                "event feed: events {}..={pos} were removed by retention before this gateway delivered them; \
+                 ending {} live streams (they resume with 410)",
+                reg.head + 1,
+                reg.subs.len()
+            );
+            reg.subs.clear();
+            reg.head = pos;
+        }
+    }
+
     /// Delivers a batch read from the database (positions ascending).
     fn dispatch(&self, events: &[Event]) {
         let mut reg = self.lock();
@@ -327,10 +343,23 @@ async fn round(pool: &Pool, feed: &Feed) -> Result<usize, String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    let rows = client
-        .query(&stmt, &[&after, &BATCH])
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = match client.query(&stmt, &[&after, &BATCH]).await {
+        Ok(rows) => rows,
+        Err(e) if e.code().map(|c| c.code()) == Some("PD410") => {
+            // Retention removed events this loop had not delivered (another
+            // process numbered them while it lagged). Nobody can get them
+            // now: end the live streams (their reconnect gets 410, as a
+            // resume from that far back does) and go on from what is left.
+            let trimmed: i64 = client
+                .query_one("SELECT trimmed_through FROM progressdb.feed_state", &[])
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            feed.skip_to(trimmed);
+            return Ok(0);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     drop(client);
     let events: Vec<Event> = rows
         .iter()

@@ -1523,3 +1523,51 @@ fn a_slow_client_is_dropped_without_holding_up_a_fast_one() {
         );
     }
 }
+
+/// Retention can remove events before this gateway delivered them (another
+/// process numbered them while its loop lagged). The gateway must not stall:
+/// its live streams end (they missed events; their resume gets 410, as any
+/// resume from that far back does) and new streams get new events live.
+#[test]
+fn live_delivery_survives_retention_overtaking_the_feed_loop() {
+    let g = start("sse-trimmed");
+    create_thread(&g, "t9", "alice");
+    let mut s = live(&g, "/v1/threads/t9/events", &as_user("alice"));
+    post(&g, "t9", "alice", "before");
+    let seen = s.take(1, SHORT);
+    // One transaction elsewhere: an event made, numbered and removed by
+    // retention before it commits, so the gateway never sees it.
+    let (dir, port) = g.embedded.clone().expect("an embedded cluster");
+    let cluster = pgcluster::Cluster::new(&dir, port).unwrap();
+    cluster
+        .psql(
+            "postgres",
+            "BEGIN; SET LOCAL progressdb.event_retention = '1 microsecond'; \
+             SELECT progressdb.post_message('t9', 'alice', '{\"text\":\"gone\"}'); \
+             SELECT progressdb._sequence_events(); SELECT pg_sleep(0.01); \
+             SELECT progressdb.trim_events(); COMMIT;",
+        )
+        .expect("post, number and trim in one transaction");
+    let rest = s.until_end(Duration::from_secs(15));
+    assert!(
+        rest.iter().all(|f| f.id.is_none()),
+        "no event can reach the stream: {rest:#?}"
+    );
+    let e = Sse::open(
+        &g,
+        "/v1/threads/t9/events",
+        &[
+            as_user("alice"),
+            vec![h("Last-Event-ID", seen[0].id.as_deref().unwrap())],
+        ]
+        .concat(),
+    )
+    .err()
+    .expect("a resume from before the removed events is refused");
+    assert_eq!(e.status, 410, "{e:?}");
+    // Live delivery goes on.
+    let mut fresh = live(&g, "/v1/threads/t9/events", &as_user("alice"));
+    let m = post(&g, "t9", "alice", "after");
+    let f = fresh.take(1, SHORT);
+    assert_eq!(f[0].json()["data"]["id"].as_str(), Some(m.as_str()));
+}
