@@ -277,7 +277,11 @@ BEGIN
     END IF;
     t := progressdb._thread_for(mark_read.thread, NULL);
     vis := progressdb._authorize(t, actor, 'mark_read');
-    IF message IS NULL THEN
+    IF message IS NULL AND t.fork_of IS NOT NULL THEN
+        -- A fork's newest message may be one it shares (forks.sql).
+        SELECT m.seq, m.id INTO target_seq, target_id
+          FROM progressdb._fork_rows(t, vis, 9223372036854775807, 1, true, false) m;
+    ELSIF message IS NULL THEN
         SELECT m.seq, m.id INTO target_seq, target_id FROM progressdb.messages m
          WHERE m.thread = t.id AND m.seq > vis AND m.deleted_ts IS NULL
          ORDER BY m.seq DESC LIMIT 1;
@@ -285,7 +289,11 @@ BEGIN
         SELECT m.seq, m.id INTO target_seq, target_id FROM progressdb.messages m
          WHERE m.id = progressdb._ident('message id', message) AND m.thread = t.id AND m.seq > vis
          LIMIT 1;
-        IF NOT FOUND THEN
+        IF NOT FOUND AND t.fork_of IS NOT NULL THEN
+            SELECT m.seq, m.id INTO target_seq, target_id FROM progressdb._fork_message(t, message) m
+             WHERE m.seq > vis;
+        END IF;
+        IF target_id IS NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'P0002',
                 MESSAGE = format('message %s not found in thread %s', message, t.id);
         END IF;

@@ -130,6 +130,17 @@ mod tests {
             "SELECT progressdb.list_messages('f', 5, before => '{own}')"
         ));
         assert_eq!(p4["messages"].as_array().unwrap().len(), 3);
+        // Read state in a fork: a shared message is a position too.
+        run("SELECT progressdb.add_member('f', 'bob', 'reader')");
+        // (as if bob had joined before the fork had messages of its own)
+        run("UPDATE progressdb.thread_members SET last_read_seq = 0 WHERE thread = 'f' AND user_id = 'bob'");
+        let rs = json(&format!(
+            "SELECT progressdb.mark_read('f', '{}', 'bob')",
+            ids[1]
+        ));
+        assert_eq!(rs["last_read"], ids[1].as_str());
+        let rs = json("SELECT progressdb.mark_read('f', actor => 'bob')");
+        assert_eq!(rs["last_read"], own.as_str());
         // Deleting the prefix message in the source leaves the fork's copy.
         let g = json(&format!(
             "SELECT progressdb.get_message('{}', in_thread => 'f')",
