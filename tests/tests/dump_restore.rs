@@ -45,6 +45,20 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
     .await
     .unwrap();
 
+    // A fork, and a change to a message it shares (a copy-on-write snapshot).
+    c.execute(
+        "SELECT progressdb.fork_thread('general', $1, 'branch')",
+        &[&ids[5]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT progressdb.edit_message($1, '{\"text\":\"changed after the fork\"}')",
+        &[&ids[4]],
+    )
+    .await
+    .unwrap();
+
     // Part of the history is compacted into timeline chunks (derived data,
     // not dumped: the restored database reads the messages table until
     // compaction runs there).
@@ -67,6 +81,7 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
             'threads', progressdb.list_threads(NULL),
             'general', progressdb.list_messages('general', 1000, include_deleted => true),
             'support', progressdb.list_messages('support', 1000, include_deleted => true),
+            'branch', progressdb.list_messages('branch', 1000, include_deleted => true),
             'versions', progressdb.message_versions($1),
             'stats', progressdb.stats())::text";
     let before = call(&c, snapshot, &[&ids[0]]).await;
@@ -76,6 +91,10 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
     let r = tc.connect("restored").await;
     let after = call(&r, snapshot, &[&ids[0]]).await;
     assert_eq!(before, after);
+    assert_eq!(
+        after["branch"]["messages"][2]["body"]["text"], "message 4",
+        "the fork keeps the shared message as it was"
+    );
     let chunks = "SELECT count(*) FROM progressdb.message_chunks";
     let n: i64 = c.query_one(chunks, &[]).await.unwrap().get(0);
     assert_eq!(n, 2, "one chunk per thread in the source");
