@@ -438,6 +438,9 @@ fn post(g: &Gateway, thread: &str, author: &str, text: &str) -> String {
 /// Every event of `path` (a JSON events route) after `after`, page by page,
 /// through the JSON form (`Accept: application/json`).
 fn json_events(g: &Gateway, path: &str, who: &Headers, after: Option<&str>) -> Vec<Value> {
+    // Every change committed so far numbered first: a JSON read skips a
+    // sequencer round that another process is running (it does not wait).
+    head_of(g);
     let mut out = Vec::new();
     let mut cursor = after.map(String::from);
     loop {
