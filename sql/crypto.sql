@@ -79,6 +79,12 @@ BEGIN
     UPDATE progressdb.feed f SET entry = progressdb._reseal_entry(f.thread, f.entry, new_dek)
      WHERE f.thread = t.id AND f.entry IS NOT NULL;
 
+    -- Blind search terms follow the key: the re-sealed rows got new ones (a
+    -- trigger, search.sql); rows with nothing sealed (encrypted_fields) get
+    -- theirs here.
+    UPDATE progressdb.messages mm SET search_vec = progressdb._search_vector(t.id, new_dek, mm.body)
+     WHERE mm.thread = t.id AND mm.body_enc IS NULL;
+
     PERFORM set_config('progressdb.reencrypting', 'off', true);
     DELETE FROM progressdb.thread_keys k WHERE k.thread = t.id AND k.dek_id <> new_dek;
     RETURN jsonb_build_object('thread', t.id, 'reencrypted', n_messages + n_versions,

@@ -56,6 +56,8 @@ CREATE TABLE progressdb.messages (
     version     integer NOT NULL DEFAULT 1,
     updated_ts  bigint  NOT NULL,          -- when the current version was written
     deleted_ts  bigint,                    -- soft delete
+    -- 0.2.0 (appended, as for threads):
+    search_vec  tsvector,                  -- search index entry (search.sql): words, or blind terms when encrypted
     CONSTRAINT messages_pkey PRIMARY KEY (thread, seq),
     CONSTRAINT messages_body_present CHECK (body IS NOT NULL OR body_enc IS NOT NULL),
     CONSTRAINT messages_body_not_json_null CHECK (jsonb_typeof(body) <> 'null')
