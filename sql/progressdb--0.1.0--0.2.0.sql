@@ -286,6 +286,8 @@ AS 'MODULE_PATHNAME', 'reseal_entry_wrapper';
 -- fresh install; search.sql (in the generated part below) fills it for the
 -- existing messages of plaintext threads, then creates its index.
 ALTER TABLE progressdb.messages ADD COLUMN search_vec tsvector;
+ALTER TABLE progressdb.messages ALTER COLUMN search_vec SET STORAGE MAIN;
+ALTER TABLE progressdb.messages ALTER COLUMN search_vec SET COMPRESSION lz4;
 
 -- Search's native functions (src/search.rs).
 CREATE FUNCTION progressdb._search_text(

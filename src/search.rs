@@ -166,9 +166,8 @@ pub fn blind_query_text(query: &str, term: impl Fn(&str) -> String) -> Result<St
 #[pg_extern(stable, strict, name = "_blind_query")]
 fn blind_query(thread: &str, dek_id: i64, query: &str) -> String {
     let key = search_key(thread, dek_id);
-    blind_query_text(query, |w| blind_term(&key, w)).unwrap_or_else(|e| {
-        fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e)
-    })
+    blind_query_text(query, |w| blind_term(&key, w))
+        .unwrap_or_else(|e| fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, e))
 }
 
 /// `progressdb.encrypted_search`.
@@ -277,13 +276,21 @@ mod unit {
         let c = cursor(0.0607927, 1_757_000_000_000_000_001, "t.1 é", 42);
         assert_eq!(
             parse_cursor(&c),
-            Some((0.0607927, 1_757_000_000_000_000_001, "t.1 é".to_string(), 42))
+            Some((
+                0.0607927,
+                1_757_000_000_000_000_001,
+                "t.1 é".to_string(),
+                42
+            ))
         );
         let other = c.replacen("s1.", "s2.", 1);
         for bad in ["", "s1.", "s1.!!", "c1.42.00000000", &other] {
             assert_eq!(parse_cursor(bad), None, "{bad}");
         }
-        let nan = format!("s1.{}", B64.encode(format!("{:08x}.1.1.t", f32::NAN.to_bits())));
+        let nan = format!(
+            "s1.{}",
+            B64.encode(format!("{:08x}.1.1.t", f32::NAN.to_bits()))
+        );
         assert_eq!(parse_cursor(&nan), None);
     }
 }

@@ -23,12 +23,14 @@ fn search_over_http_is_scoped_paged_and_validated() {
     let mut g = Gateway::embedded(&dir, free_port(), &keyed_args());
     g.wait_ready();
     let back = |user: &str, m: Method, p: &str| {
-        g.req(m, p, Some(BACKEND)).header("X-User-ID", user.to_string())
+        g.req(m, p, Some(BACKEND))
+            .header("X-User-ID", user.to_string())
     };
     let post = |user: &str, thread: &str, text: &str| {
-        let (s, m) = send(back(user, Method::POST, "/v1/messages").body(
-            json!({"thread": thread, "author": user, "body": {"text": text}}).to_string(),
-        ));
+        let (s, m) =
+            send(back(user, Method::POST, "/v1/messages").body(
+                json!({"thread": thread, "author": user, "body": {"text": text}}).to_string(),
+            ));
         assert_eq!(s, 200, "{m}");
         m["id"].as_str().unwrap().to_string()
     };

@@ -168,8 +168,8 @@ fn whole_body_text(pairs: &[u8]) -> Option<String> {
 pub fn derived_key(thread: &str, dek_id: i64, label: &[u8]) -> [u8; 32] {
     use hmac::{Hmac, Mac};
     let dek = keys::dek(thread, dek_id);
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&dek)
-        .expect("HMAC accepts keys of any length");
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(&dek).expect("HMAC accepts keys of any length");
     mac.update(label);
     mac.finalize().into_bytes().into()
 }

@@ -77,7 +77,10 @@ async fn search_follows_membership_history_and_every_change() {
         "The <mark>deploy</mark> FAILED again"
     );
     assert_eq!(hit["next"], Value::Null);
-    assert_eq!(texts(&search(&c, Some("rita"), "failed", None).await).len(), 1);
+    assert_eq!(
+        texts(&search(&c, Some("rita"), "failed", None).await).len(),
+        1
+    );
     assert!(texts(&search(&c, Some("bob"), "deploy", None).await).is_empty());
     assert_eq!(texts(&search(&c, None, "deploy", None).await).len(), 1);
 
@@ -197,12 +200,30 @@ async fn search_follows_membership_history_and_every_change() {
         ("SELECT progressdb.search(NULL, repeat('a ', 600))", "22023"),
         ("SELECT progressdb.search(NULL, 'x', lim => 0)", "22023"),
         ("SELECT progressdb.search(NULL, 'x', lim => 1001)", "22023"),
-        ("SELECT progressdb.search(NULL, 'x', before => 'nope')", "22023"),
-        ("SELECT progressdb.search(NULL, 'x', before => 's1.AAAA')", "22023"),
-        ("SELECT progressdb.search(NULL, 'x', before => 'c1.1.00000000')", "22023"),
-        ("SELECT progressdb.search('bob', 'x', thread => 'ops')", "42501"),
-        ("SELECT progressdb.search(NULL, 'x', thread => 'nope')", "P0002"),
-        ("SELECT progressdb.search(NULL, 'x', thread => 'late')", "P0002"),
+        (
+            "SELECT progressdb.search(NULL, 'x', before => 'nope')",
+            "22023",
+        ),
+        (
+            "SELECT progressdb.search(NULL, 'x', before => 's1.AAAA')",
+            "22023",
+        ),
+        (
+            "SELECT progressdb.search(NULL, 'x', before => 'c1.1.00000000')",
+            "22023",
+        ),
+        (
+            "SELECT progressdb.search('bob', 'x', thread => 'ops')",
+            "42501",
+        ),
+        (
+            "SELECT progressdb.search(NULL, 'x', thread => 'nope')",
+            "P0002",
+        ),
+        (
+            "SELECT progressdb.search(NULL, 'x', thread => 'late')",
+            "P0002",
+        ),
     ] {
         assert_eq!(sqlstate(&c, sql).await, code, "{sql}");
     }
@@ -285,7 +306,10 @@ async fn pages_follow_relevance_then_recency_without_duplicates() {
                 None => break,
             }
         }
-        assert_eq!(paged, all_ids, "pages of {lim} give the single page's order");
+        assert_eq!(
+            paged, all_ids,
+            "pages of {lim} give the single page's order"
+        );
         assert_eq!(paged.iter().collect::<HashSet<_>>().len(), 60);
     }
 }
@@ -329,7 +353,13 @@ async fn encrypted_threads_are_searched_by_whole_words_and_never_dumped() {
     .unwrap();
     // Marker words that occur nowhere else; `plainmarker` in a plaintext
     // thread shows that the dump does hold message text.
-    let v1 = post(&c, "vault", "alice", "Quokkamarker meets Zanzibarword at dawn").await;
+    let v1 = post(
+        &c,
+        "vault",
+        "alice",
+        "Quokkamarker meets Zanzibarword at dawn",
+    )
+    .await;
     post(&c, "vault", "alice", "zanzibarword alone").await;
     post(&c, "safe", "alice", "Quokkamarker in another vault").await;
     post(&c, "open", "alice", "plainmarker quokkamarker").await;
@@ -342,11 +372,21 @@ async fn encrypted_threads_are_searched_by_whole_words_and_never_dumped() {
         s["results"][0]["snippet"],
         "<mark>Quokkamarker</mark> meets Zanzibarword at dawn"
     );
-    assert_eq!(texts(&search(&c, Some("alice"), "quokkamarker", None).await).len(), 3);
-    assert_eq!(texts(&search(&c, None, "quokkamarker", None).await).len(), 3);
+    assert_eq!(
+        texts(&search(&c, Some("alice"), "quokkamarker", None).await).len(),
+        3
+    );
+    assert_eq!(
+        texts(&search(&c, None, "quokkamarker", None).await).len(),
+        3
+    );
     assert!(texts(&search(&c, Some("bob"), "quokkamarker", None).await).is_empty());
     assert_eq!(
-        sqlstate(&c, "SELECT progressdb.search('bob', 'quokkamarker', thread => 'vault')").await,
+        sqlstate(
+            &c,
+            "SELECT progressdb.search('bob', 'quokkamarker', thread => 'vault')"
+        )
+        .await,
         "42501"
     );
     // AND, OR, negation and phrases.
@@ -405,9 +445,15 @@ async fn encrypted_threads_are_searched_by_whole_words_and_never_dumped() {
     .await
     .unwrap();
     assert!(texts(&search(&c, None, "dawn", Some("vault")).await).is_empty());
-    assert_eq!(texts(&search(&c, None, "wombatword", Some("vault")).await).len(), 1);
+    assert_eq!(
+        texts(&search(&c, None, "wombatword", Some("vault")).await).len(),
+        1
+    );
     let before_rotation: String = c
-        .query_one("SELECT search_vec::text FROM progressdb.messages WHERE id = $1", &[&v1])
+        .query_one(
+            "SELECT search_vec::text FROM progressdb.messages WHERE id = $1",
+            &[&v1],
+        )
         .await
         .unwrap()
         .get(0);
@@ -415,12 +461,18 @@ async fn encrypted_threads_are_searched_by_whole_words_and_never_dumped() {
         .await
         .unwrap();
     let after_rotation: String = c
-        .query_one("SELECT search_vec::text FROM progressdb.messages WHERE id = $1", &[&v1])
+        .query_one(
+            "SELECT search_vec::text FROM progressdb.messages WHERE id = $1",
+            &[&v1],
+        )
         .await
         .unwrap()
         .get(0);
     assert_ne!(before_rotation, after_rotation, "terms follow the new key");
-    assert_eq!(texts(&search(&c, None, "wombatword", Some("vault")).await).len(), 1);
+    assert_eq!(
+        texts(&search(&c, None, "wombatword", Some("vault")).await).len(),
+        1
+    );
     assert_eq!(
         texts(&search(&c, None, "zanzibarword", Some("vault")).await),
         ["zanzibarword alone"]
@@ -430,20 +482,34 @@ async fn encrypted_threads_are_searched_by_whole_words_and_never_dumped() {
     let dump = tc.tool("pg_dump", &["-d", "postgres"]);
     let text = String::from_utf8_lossy(&dump).to_lowercase();
     assert!(text.contains("plainmarker"), "the dump holds message text");
-    for word in ["zanzibarword", "wombatword", "dusk", "dawn", "another vault", "alone"] {
+    for word in [
+        "zanzibarword",
+        "wombatword",
+        "dusk",
+        "dawn",
+        "another vault",
+        "alone",
+    ] {
         assert!(!text.contains(word), "{word} is in the dump");
     }
 
     // Off: encrypted threads are not searched, and new messages get no terms.
-    c.batch_execute("SET progressdb.encrypted_search = off").await.unwrap();
+    c.batch_execute("SET progressdb.encrypted_search = off")
+        .await
+        .unwrap();
     assert!(texts(&search(&c, None, "wombatword", None).await).is_empty());
     let fresh = post(&c, "vault", "alice", "Wombatword again").await;
     let vec_null: bool = c
-        .query_one("SELECT search_vec IS NULL FROM progressdb.messages WHERE id = $1", &[&fresh])
+        .query_one(
+            "SELECT search_vec IS NULL FROM progressdb.messages WHERE id = $1",
+            &[&fresh],
+        )
         .await
         .unwrap()
         .get(0);
     assert!(vec_null);
-    c.batch_execute("SET progressdb.encrypted_search = on").await.unwrap();
+    c.batch_execute("SET progressdb.encrypted_search = on")
+        .await
+        .unwrap();
     assert_eq!(texts(&search(&c, None, "wombatword", None).await).len(), 1);
 }
