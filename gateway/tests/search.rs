@@ -51,7 +51,7 @@ fn search_over_http_is_scoped_paged_and_validated() {
         .contains("<mark>deploy</mark>"));
     let (s, v) = send(g.signed(Method::GET, "/v1/search?q=deploy", "bob"));
     assert_eq!(s, 200);
-    assert_eq!(ids(&v), [bobs.clone()]);
+    assert_eq!(ids(&v), [bobs]);
     let (s, v) = send(g.req(Method::GET, "/v1/search?q=deploy", Some(ADMIN)));
     assert_eq!(s, 200);
     assert_eq!(ids(&v).len(), 6);
@@ -62,7 +62,7 @@ fn search_over_http_is_scoped_paged_and_validated() {
         "/v1/search?q=%22number%203%22&thread=sa",
     ));
     assert_eq!(s, 200);
-    assert_eq!(ids(&v), [alices[3].clone()]);
+    assert_eq!(ids(&v), [alices[3].as_str()]);
 
     // Pages of 2 through `next`: every match once.
     let mut seen = Vec::new();
