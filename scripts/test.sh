@@ -53,6 +53,7 @@ bash bench/run.sh --smoke --no-build
 bash bench/members.sh --smoke
 bash bench/events.sh --smoke
 bash bench/forks.sh --smoke
+bash bench/search.sh --smoke
 
 step "lint"
 bash scripts/gen-upgrade.sh --check

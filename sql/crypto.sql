@@ -79,12 +79,30 @@ BEGIN
     UPDATE progressdb.feed f SET entry = progressdb._reseal_entry(f.thread, f.entry, new_dek)
      WHERE f.thread = t.id AND f.entry IS NOT NULL;
 
-    -- Forks' snapshots of this thread's rows (forks.sql), sealed with its key.
+    -- Forks' snapshots of this thread's rows (forks.sql), sealed with its
+    -- key: re-sealed, and their blind search terms (search.sql) made again
+    -- under the new key.
     UPDATE progressdb.fork_snapshots s
-       SET msg = jsonb_set(s.msg, '{body_enc}',
-                           to_jsonb(progressdb._reseal(s.source, s.msg->>'id', (s.msg->>'version')::integer,
-                                                       s.msg->>'body_enc', new_dek)))
+       SET msg = jsonb_set(jsonb_set(s.msg, '{body_enc}',
+                     to_jsonb(progressdb._reseal(s.source, s.msg->>'id', (s.msg->>'version')::integer,
+                                                 s.msg->>'body_enc', new_dek))),
+                 '{search_vec}',
+                 coalesce(to_jsonb(progressdb._search_vector(s.source, new_dek,
+                     progressdb._open(s.source, s.msg->>'id', (s.msg->>'version')::integer,
+                                      nullif(s.msg->'body', 'null'::jsonb), s.msg->>'body_enc'))::text),
+                          'null'::jsonb))
      WHERE s.source = t.id AND s.msg->>'body_enc' IS NOT NULL;
+    UPDATE progressdb.fork_snapshots s
+       SET msg = jsonb_set(s.msg, '{search_vec}',
+                           coalesce(to_jsonb(progressdb._search_vector(s.source, new_dek, s.msg->'body')::text),
+                                    'null'::jsonb))
+     WHERE s.source = t.id AND s.msg->>'body_enc' IS NULL;
+
+    -- Blind search terms follow the key: the re-sealed rows got new ones (a
+    -- trigger, search.sql); rows with nothing sealed (encrypted_fields) get
+    -- theirs here.
+    UPDATE progressdb.messages mm SET search_vec = progressdb._search_vector(t.id, new_dek, mm.body)
+     WHERE mm.thread = t.id AND mm.body_enc IS NULL;
 
     PERFORM set_config('progressdb.reencrypting', 'off', true);
     DELETE FROM progressdb.thread_keys k WHERE k.thread = t.id AND k.dek_id <> new_dek;

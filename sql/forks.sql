@@ -268,3 +268,58 @@ BEGIN
     RETURN progressdb._thread_json(t, progressdb._membership(t.id, owner));
 END
 $$;
+
+-- Search hits in the shared prefix of fork `t` (search() adds the fork's
+-- own messages): each source level's rows in the range the fork shows, and
+-- the snapshots, matching `tq` (blinded per source thread when encrypted),
+-- except where a nearer level holds a snapshot of the same seq. A snapshot
+-- hit names the fork that holds it as its thread (search() then reads it
+-- from fork_snapshots: that fork has no row of its own at that seq).
+CREATE FUNCTION progressdb._fork_search_hits(t progressdb.threads, vis bigint, tq tsquery, enc_on boolean,
+                                             phrase boolean)
+RETURNS TABLE (thread text, seq bigint, ts bigint, rank real)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    l record;
+    nearer text[] := '{}';      -- levels nearer than l: their snapshots hide l's rows
+    q tsquery;
+    dek bigint;
+    src_dek bigint;
+    src text;
+    cfg constant regconfig := progressdb._search_config();
+BEGIN
+    FOR l IN SELECT * FROM progressdb._fork_levels(t) ORDER BY 1 LOOP
+        SELECT th.dek_id, th.fork_of INTO dek, src FROM progressdb.threads th WHERE th.id = l.thread;
+        IF l.lvl > 0 AND (dek IS NULL OR enc_on) THEN
+            q := CASE WHEN dek IS NULL THEN tq ELSE progressdb._blind_query(l.thread, dek, tq::text)::tsquery END;
+            RETURN QUERY
+            SELECT m.thread, m.seq, m.ts, ts_rank(m.search_vec, q)
+              FROM progressdb.messages m
+             WHERE m.thread = l.thread AND m.seq > greatest(l.own_lo, vis) AND m.seq <= l.own_hi
+               AND m.deleted_ts IS NULL AND m.search_vec @@ q
+               AND NOT EXISTS (SELECT 1 FROM progressdb.fork_snapshots s
+                                WHERE s.fork = ANY (nearer) AND s.seq = m.seq)
+               AND (dek IS NULL OR NOT phrase
+                    OR to_tsvector(cfg, progressdb._search_text(progressdb._plain_body(m))) @@ tq);
+        END IF;
+        IF src IS NOT NULL THEN
+            SELECT th.dek_id INTO src_dek FROM progressdb.threads th WHERE th.id = src;
+            IF src_dek IS NULL OR enc_on THEN
+                q := CASE WHEN src_dek IS NULL THEN tq
+                          ELSE progressdb._blind_query(src, src_dek, tq::text)::tsquery END;
+                RETURN QUERY
+                SELECT l.thread, x.seq, (x.m).ts, ts_rank((x.m).search_vec, q)
+                  FROM (SELECT s.seq, jsonb_populate_record(NULL::progressdb.messages, s.msg) AS m
+                          FROM progressdb.fork_snapshots s
+                         WHERE s.fork = l.thread AND s.seq > greatest(l.snap_lo, vis) AND s.seq <= l.snap_hi
+                           AND NOT EXISTS (SELECT 1 FROM progressdb.fork_snapshots o
+                                            WHERE o.fork = ANY (nearer) AND o.seq = s.seq)) x
+                 WHERE (x.m).deleted_ts IS NULL AND (x.m).search_vec @@ q
+                   AND (src_dek IS NULL OR NOT phrase
+                        OR to_tsvector(cfg, progressdb._search_text(progressdb._plain_body(x.m))) @@ tq);
+            END IF;
+        END IF;
+        nearer := nearer || l.thread;
+    END LOOP;
+END
+$$;

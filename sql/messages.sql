@@ -159,8 +159,11 @@ BEGIN
     IF dek IS NOT NULL THEN
         SELECT s.body, s.body_enc INTO plain, sealed FROM progressdb._seal(thread_id, msg_id, 1, dek, body) s;
     END IF;
-    INSERT INTO progressdb.messages AS mm (thread, seq, id, author, role, ts, body, body_enc, reply_to, updated_ts)
-    VALUES (thread_id, next_seq, msg_id, author, msg_role, now_ns, plain, sealed, reply_to, now_ns);
+    -- The search entry is made from the plaintext in hand (search.sql).
+    INSERT INTO progressdb.messages AS mm (thread, seq, id, author, role, ts, body, body_enc, reply_to, updated_ts,
+                                           search_vec)
+    VALUES (thread_id, next_seq, msg_id, author, msg_role, now_ns, plain, sealed, reply_to, now_ns,
+            progressdb._search_vector(thread_id, dek, body));
     RETURN progressdb._render_message(msg_id, thread_id, author, msg_role, now_ns, body::text, NULL, 1, now_ns,
                                       reply_to, NULL, NULL);
 END

@@ -32,7 +32,7 @@ DECLARE
 BEGIN
     SELECT coalesce(jsonb_agg(
                progressdb._message_json((m.thread, m.seq, m.id, m.author, m.role, m.ts, v.body, v.body_enc,
-                                         m.reply_to, '{}'::jsonb, v.version, v.updated_ts, NULL)::progressdb.messages)
+                                         m.reply_to, '{}'::jsonb, v.version, v.updated_ts, NULL, NULL)::progressdb.messages)
                ORDER BY v.version), '[]')
       INTO earlier
       FROM progressdb.message_versions v

@@ -321,4 +321,63 @@ mod tests {
         assert_eq!(all[0], "zqx-marker-1");
         assert_eq!(all[79], "own39");
     }
+
+    /// The texts of search hits for `q` in `thread`.
+    fn found(q: &str, thread: &str) -> Vec<String> {
+        let r = json(&format!(
+            "SELECT progressdb.search(NULL, '{q}', '{thread}')"
+        ));
+        let mut v: Vec<String> = r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["message"]["body"]["text"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[pg_test]
+    fn search_in_a_fork_covers_the_prefix_as_it_was() {
+        let a = post("s", "alice", "apple banana");
+        let c = post("s", "alice", "cherry tart");
+        run(&format!("SELECT progressdb.fork_thread('s', '{c}', 'f')"));
+        run(&format!("SELECT progressdb.fork_thread('f', '{c}', 'g')"));
+        run(&format!(
+            "SELECT progressdb.edit_message('{a}', '{{\"text\":\"durian\"}}')"
+        ));
+        run(&format!("SELECT progressdb.delete_message('{c}')"));
+        post("f", "alice", "apple pie");
+        assert_eq!(found("apple", "f"), ["apple banana", "apple pie"]);
+        assert_eq!(found("cherry", "f"), ["cherry tart"]);
+        assert!(found("durian", "f").is_empty());
+        assert_eq!(found("durian", "s"), ["durian"]);
+        assert!(found("cherry", "s").is_empty());
+        // A fork of the fork: the snapshots of its source serve it too.
+        assert_eq!(found("apple", "g"), ["apple banana"]);
+        assert_eq!(found("tart", "g"), ["cherry tart"]);
+        let hit = json("SELECT progressdb.search(NULL, 'banana', 'g')");
+        assert_eq!(hit["results"][0]["snippet"], "apple <mark>banana</mark>");
+    }
+
+    #[pg_test]
+    fn encrypted_search_in_a_fork_after_key_rotation() {
+        run("SET progressdb.encrypted_search = on");
+        run("SELECT progressdb.create_thread('alice', id => 'es', encrypted => true)");
+        let a = post("es", "alice", "zebra crossing");
+        let b = post("es", "alice", "yak shaving");
+        run(&format!("SELECT progressdb.fork_thread('es', '{b}', 'ef')"));
+        run(&format!(
+            "SELECT progressdb.edit_message('{a}', '{{\"text\":\"walrus\"}}')"
+        ));
+        run("SELECT progressdb.rotate_thread_key('es')");
+        assert_eq!(found("zebra", "ef"), ["zebra crossing"]);
+        assert_eq!(found("yak", "ef"), ["yak shaving"]);
+        assert!(found("walrus", "ef").is_empty());
+        assert_eq!(found("walrus", "es"), ["walrus"]);
+        assert_eq!(
+            count("SELECT count(*) FROM progressdb.fork_snapshots WHERE msg::text LIKE '%zebra%'"),
+            0
+        );
+    }
 }

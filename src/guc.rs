@@ -12,6 +12,12 @@ pub static ENCRYPT_NEW_THREADS: GucSetting<bool> = GucSetting::<bool>::new(false
 /// JSON paths (e.g. `body.card,body.items.*.secret`) to encrypt instead of the whole body.
 pub static ENCRYPTED_FIELDS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// Whether encrypted threads are searchable (through the keyed blind index
+/// of src/search.rs): read when a message is written (blind terms are stored
+/// only while on) and when searching (encrypted threads are searched only
+/// while on).
+pub static ENCRYPTED_SEARCH: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 /// Seconds between compaction rounds of the background compactor; 0 = off.
 pub static COMPACTION_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10);
 /// Messages younger than this many seconds are not compacted yet.
@@ -67,6 +73,14 @@ pub fn init() {
         c"Encrypt threads created without an explicit encrypted flag.",
         c"",
         &ENCRYPT_NEW_THREADS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"progressdb.encrypted_search",
+        c"Make encrypted threads searchable by whole words through a keyed blind index.",
+        c"Stores an HMAC of each distinct word per message (per-thread key): equal words of one thread are recognisable as equal. Off: encrypted threads are not searchable.",
+        &ENCRYPTED_SEARCH,
         GucContext::Suset,
         GucFlags::default(),
     );

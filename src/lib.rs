@@ -22,6 +22,7 @@ pub mod reactions;
 pub mod render;
 pub mod replies;
 pub mod schema;
+pub mod search;
 pub mod threads;
 pub mod versions;
 

@@ -124,8 +124,8 @@ pub fn extract_key(h: &HeaderMap) -> Option<String> {
 }
 
 /// Which routes a role may use. Frontend keys live in browsers, so they get
-/// only the documented public surface: `GET|POST /v1/messages`, `GET /v1/events` and the
-/// thread-scoped routes, never signing, admin or metrics.
+/// only the documented public surface: `GET|POST /v1/messages`, `GET /v1/events`,
+/// `GET /v1/search` and the thread-scoped routes, never signing, admin or metrics.
 pub fn scope_allows(role: Role, method: &Method, path: &str) -> bool {
     let is_threads = path == "/v1/threads" || path.starts_with("/v1/threads/");
     match role {
@@ -133,7 +133,7 @@ pub fn scope_allows(role: Role, method: &Method, path: &str) -> bool {
         Role::Backend => true,
         Role::Frontend => {
             (path == "/v1/messages" && (method == Method::GET || method == Method::POST))
-                || (path == "/v1/events" && method == Method::GET)
+                || ((path == "/v1/events" || path == "/v1/search") && method == Method::GET)
                 || is_threads
         }
     }
@@ -409,6 +409,8 @@ mod tests {
         assert!(scope_allows(f, &Method::DELETE, "/v1/threads/t/messages/m"));
         assert!(scope_allows(f, &Method::GET, "/v1/threads"));
         assert!(!scope_allows(f, &Method::GET, "/v1/threadsx"));
+        assert!(scope_allows(f, &Method::GET, "/v1/search"));
+        assert!(!scope_allows(f, &Method::POST, "/v1/search"));
         assert!(!scope_allows(f, &Method::POST, "/v1/_sign"));
         assert!(!scope_allows(f, &Method::GET, "/admin/stats"));
         assert!(!scope_allows(f, &Method::GET, "/metrics"));

@@ -274,6 +274,15 @@ fn authorization_matrix() {
             needs(Reader, 200),
         ),
         case(Method::GET, "/v1/events", None, keyed_2xx(200)),
+        // search: every identified caller searches what they may read; one
+        // thread only by those who may read it
+        case(Method::GET, "/v1/search?q=hello", None, keyed_2xx(200)),
+        case(
+            Method::GET,
+            "/v1/search?q=hello&thread={t}",
+            None,
+            needs(Reader, 200),
+        ),
         case(
             Method::POST,
             "/v1/threads/{t}/typing",

@@ -297,3 +297,62 @@ CREATE TABLE progressdb.fork_snapshots (
 );
 CREATE INDEX fork_snapshots_source_idx ON progressdb.fork_snapshots (source, seq);
 SELECT pg_catalog.pg_extension_config_dump('progressdb.fork_snapshots', '');
+-- Search (sql/search.sql): each message's search entry, appended last as in a
+-- fresh install; search.sql (in the generated part below) fills it for the
+-- existing messages of plaintext threads, then creates its index.
+ALTER TABLE progressdb.messages ADD COLUMN search_vec tsvector;
+ALTER TABLE progressdb.messages ALTER COLUMN search_vec SET STORAGE MAIN;
+ALTER TABLE progressdb.messages ALTER COLUMN search_vec SET COMPRESSION lz4;
+
+-- Search's native functions (src/search.rs).
+CREATE FUNCTION progressdb._search_text(
+	"body" jsonb /* JsonB */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'search_text_wrapper';
+
+CREATE FUNCTION progressdb._blind_terms(
+	"thread" TEXT, /* & str */
+	"dek_id" bigint, /* i64 */
+	"words" TEXT[] /* Vec < Option < String > > */
+) RETURNS TEXT[] /* Vec < String > */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'blind_terms_wrapper';
+
+CREATE FUNCTION progressdb._blind_query(
+	"thread" TEXT, /* & str */
+	"dek_id" bigint, /* i64 */
+	"query" TEXT /* & str */
+) RETURNS TEXT /* String */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'blind_query_wrapper';
+
+CREATE FUNCTION progressdb._encrypted_search() RETURNS bool /* bool */
+STRICT STABLE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'encrypted_search_wrapper';
+
+CREATE FUNCTION progressdb._search_cursor(
+	"rank" real, /* f32 */
+	"ts" bigint, /* i64 */
+	"thread" TEXT, /* & str */
+	"seq" bigint /* i64 */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'search_cursor_wrapper';
+
+CREATE FUNCTION progressdb._search_cursor_position(
+	"c" TEXT /* & str */
+) RETURNS TABLE (
+	"rank" real,  /* f32 */
+	"ts" bigint,  /* i64 */
+	"thread" TEXT,  /* String */
+	"seq" bigint  /* i64 */
+)
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'search_cursor_position_wrapper';

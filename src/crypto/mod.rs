@@ -162,6 +162,18 @@ fn whole_body_text(pairs: &[u8]) -> Option<String> {
     }
 }
 
+/// A key derived from a thread's data key for one purpose (`label`):
+/// HMAC-SHA256(DEK, label). It is computed inside the backend and, like the
+/// data key, never reaches SQL; it changes when the thread's key is rotated.
+pub fn derived_key(thread: &str, dek_id: i64, label: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let dek = keys::dek(thread, dek_id);
+    let mut mac =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(&dek).expect("HMAC accepts keys of any length");
+    mac.update(label);
+    mac.finalize().into_bytes().into()
+}
+
 /// Re-seals an envelope under another data key (same row identity).
 #[pg_extern(volatile)]
 fn _reseal(

@@ -46,6 +46,10 @@ SELECT progressdb.remove_member('support', 'dan', 'alice');
 SELECT progressdb.list_messages_text('support', 2, include_deleted => true);
 SELECT progressdb.post_message_text('support', 'alice', '{"text":"tab\there \"quoted\" é ☃"}', reply_to => :'news');
 
+-- search (0.2): current versions of live messages the actor may read
+SELECT progressdb.search('carol', 'news');
+SELECT progressdb.search(NULL, 'quoted or news', thread => 'support');
+
 -- errors carry SQLSTATEs
 \set VERBOSITY sqlstate
 SELECT progressdb.get_thread('support', 'mallory');
@@ -56,3 +60,4 @@ SELECT progressdb.create_thread('carol', NULL, 'support');
 SELECT progressdb.post_message('support', 'dan', '{"text":"hi"}', actor => 'dan');
 SELECT progressdb.remove_member('support', 'alice', 'alice');
 SELECT progressdb.add_member('support', 'eve', 'boss', 'alice');
+SELECT progressdb.search('carol', '');

@@ -10,6 +10,7 @@ pub mod health;
 pub mod members;
 pub mod messages;
 pub mod read;
+pub mod search;
 pub mod sign;
 pub mod threads;
 

@@ -1,0 +1,3 @@
+-- search.sh: one search page (-M prepared: :actor and :q are bind
+-- parameters; actor NULL is the service).
+SELECT progressdb.search(nullif(:actor, 'NULL'), :q)::text;
