@@ -282,6 +282,31 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'reseal_entry_wrapper';
 
+-- The LLM context window (context.sql, src/context.rs): token counts of
+-- message versions (derived, not dumped), and the partial indexes its reads
+-- use: a thread's system messages, its deleted messages.
+CREATE TABLE progressdb.message_tokens (
+    thread      text    NOT NULL,
+    seq         bigint  NOT NULL,
+    version     integer NOT NULL,
+    o200k       integer,
+    cl100k      integer,
+    CONSTRAINT message_tokens_pkey PRIMARY KEY (thread, seq, version)
+);
+CREATE INDEX messages_system_idx ON progressdb.messages (thread, seq) WHERE role = 'system';
+CREATE INDEX messages_deleted_idx ON progressdb.messages (thread, seq) WHERE deleted_ts IS NOT NULL;
+
+CREATE FUNCTION progressdb._context_text(
+	"thread" TEXT, /* Option < & str > */
+	"max_tokens" INT, /* Option < i32 > */
+	"actor" TEXT, /* Option < & str > */
+	"format" TEXT, /* Option < & str > */
+	"tokenizer" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'context_text_wrapper';
+
 -- ===== sql/render.sql =====
 -- The Message document, rendered by one function (src/render.rs) from a
 -- stored row. Encrypted bodies are opened there, so every reader returns
@@ -2243,4 +2268,65 @@ LANGUAGE sql AS $$
     UPDATE progressdb.webhook_progress w
        SET delivered = greatest(w.delivered, pos), updated_ts = progressdb.now_ns()
      WHERE w.endpoint = _webhook_advance.endpoint
+$$;
+
+-- ===== sql/context.sql =====
+-- The LLM context window of a thread (API.md, "AI conversations"):
+-- progressdb.context(). The budget walk, the mapping of a stored message to
+-- an LLM message and the token counting are native (src/context.rs); this
+-- file holds the SQL face and the timeline reads it is made of.
+--
+-- context() reads messages only through the _timeline_* functions below, so
+-- that what "the thread's timeline" is (today: the messages table in seq
+-- order) is decided in one place.
+
+-- The thread's timeline, newest first: the messages with seq < before_seq,
+-- at most lim of them. Deleted messages are included (with their
+-- deleted_ts): callers skip them, and the oldest seq returned is where the
+-- next batch starts. A keyset range scan on messages_pkey (thread, seq); a
+-- plain SQL function, so the planner inlines it into the caller's query and
+-- pushes the caller's conditions (seq > visible) into the scan.
+CREATE OR REPLACE FUNCTION progressdb._timeline_desc(t progressdb.threads, before_seq bigint, lim integer)
+RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    SELECT m.* FROM progressdb.messages m
+     WHERE m.thread = t.id AND m.seq < before_seq
+     ORDER BY m.seq DESC
+     LIMIT lim
+$$;
+
+-- The thread's system messages (role 'system'), oldest first, deleted ones
+-- included (callers skip them). Read through the partial index
+-- messages_system_idx, so a long thread costs no more than its system
+-- messages.
+CREATE OR REPLACE FUNCTION progressdb._timeline_system(t progressdb.threads)
+RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    SELECT m.* FROM progressdb.messages m
+     WHERE m.thread = t.id AND m.role = 'system'
+     ORDER BY m.seq
+$$;
+
+-- How many messages of the thread's timeline lie strictly between after_seq
+-- and before_seq and are not deleted (every role). Seqs of a thread are
+-- gap-free (post_message), so this is the width of the range less its
+-- deleted messages, found through the partial index messages_deleted_idx:
+-- no row of a live message is read, whatever the range's length.
+CREATE OR REPLACE FUNCTION progressdb._timeline_count(t progressdb.threads, after_seq bigint, before_seq bigint)
+RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT greatest(least(before_seq, t.last_seq + 1) - greatest(after_seq, 0) - 1, 0)
+           - (SELECT count(*) FROM progressdb.messages m
+               WHERE m.thread = t.id AND m.seq > after_seq AND m.seq < before_seq
+                 AND m.deleted_ts IS NOT NULL)
+$$;
+
+-- The context window document (see README, "AI conversations"):
+-- {"thread","format","tokenizer","tokens","dropped",("system",)"messages"}.
+-- VOLATILE: it stores the token counts it computes (message_tokens).
+CREATE OR REPLACE FUNCTION progressdb.context(thread text, max_tokens integer, actor text DEFAULT NULL,
+                                   format text DEFAULT 'openai', tokenizer text DEFAULT 'o200k_base')
+RETURNS jsonb
+LANGUAGE sql VOLATILE AS $$
+    SELECT progressdb._context_text(thread, max_tokens, actor, format, tokenizer)::jsonb
 $$;
