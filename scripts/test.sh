@@ -52,6 +52,7 @@ step "benchmark smoke (every scenario once on a tiny dataset)"
 bash bench/run.sh --smoke --no-build
 bash bench/members.sh --smoke
 bash bench/events.sh --smoke
+bash bench/context.sh --smoke
 
 step "lint"
 bash scripts/gen-upgrade.sh --check
