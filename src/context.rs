@@ -56,9 +56,7 @@ impl Format {
         match s.unwrap_or("openai") {
             "openai" => Ok(Format::OpenAi),
             "anthropic" => Ok(Format::Anthropic),
-            other => Err(format!(
-                "format must be openai or anthropic (got {other})"
-            )),
+            other => Err(format!("format must be openai or anthropic (got {other})")),
         }
     }
 
@@ -687,7 +685,10 @@ fn context_text(
     format: Option<&str>,
     tokenizer: Option<&str>,
 ) -> String {
-    let budget = check_budget(max_tokens).unwrap_or_else(|m| invalid(m));
+    let budget = check_budget(max_tokens).unwrap_or_else(|m| match max_tokens {
+        None => fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, m),
+        Some(_) => invalid(m),
+    });
     let format = Format::parse(format).unwrap_or_else(|m| invalid(m));
     let tok = Tokenizer::parse(tokenizer).unwrap_or_else(|m| invalid(m));
     Spi::connect_mut(|client| {
@@ -784,7 +785,11 @@ fn context_text(
         let dropped = if walk.stopped {
             let edge = oldest_kept.unwrap_or(last_seq + 1);
             let older_live: i64 = client
-                .select(&p.count, Some(1), &[tid.as_str().into(), vis.into(), edge.into()])
+                .select(
+                    &p.count,
+                    Some(1),
+                    &[tid.as_str().into(), vis.into(), edge.into()],
+                )
                 .expect("context(): count")
                 .first()
                 .get::<i64>(1)
@@ -866,7 +871,10 @@ mod unit {
     fn content_comes_from_content_then_text_then_the_body() {
         let m = map_message("user", &json!({"content": "hi", "text": "no"}));
         assert_eq!(m.content, json!("hi"));
-        assert_eq!(map_message("user", &json!({"text": "yo"})).content, json!("yo"));
+        assert_eq!(
+            map_message("user", &json!({"text": "yo"})).content,
+            json!("yo")
+        );
         assert_eq!(
             map_message("user", &json!({"b": 1, "a": [true, null]})).content,
             json!(r#"{"a":[true,null],"b":1}"#),
@@ -876,7 +884,10 @@ mod unit {
         assert_eq!(map_message("user", &json!(42)).content, json!("42"));
         assert_eq!(map_message("user", &json!({"text": 7})).content, json!("7"));
         let parts = json!([{"type": "text", "text": "a"}]);
-        assert_eq!(map_message("user", &json!({"content": parts})).content, parts);
+        assert_eq!(
+            map_message("user", &json!({"content": parts})).content,
+            parts
+        );
         assert_eq!(
             map_message("assistant", &json!({"content": null, "tool_calls": [1]})).content,
             Value::Null
@@ -885,7 +896,8 @@ mod unit {
 
     #[test]
     fn tool_fields_only_on_their_roles() {
-        let tc = json!([{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]);
+        let tc =
+            json!([{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]);
         let a = map_message("assistant", &json!({"content": "x", "tool_calls": tc}));
         assert_eq!(a.tool_calls, Some(tc.clone()));
         assert!(a.calls_tools());
@@ -914,11 +926,17 @@ mod unit {
             assert_eq!(m.count_tokens(tok), bpe.encode_ordinary(text).len());
             let tc = json!([{"id": "c1", "type": "function",
                              "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]);
-            let a = map_message("assistant", &json!({"content": "Let me check.", "tool_calls": tc}));
+            let a = map_message(
+                "assistant",
+                &json!({"content": "Let me check.", "tool_calls": tc}),
+            );
             let want = bpe.encode_ordinary("Let me check.").len()
                 + bpe.encode_ordinary(&canonical(&tc)).len();
             assert_eq!(a.count_tokens(tok), want);
-            assert_eq!(map_message("assistant", &json!({"content": null})).count_tokens(tok), 0);
+            assert_eq!(
+                map_message("assistant", &json!({"content": null})).count_tokens(tok),
+                0
+            );
         }
         // The two encodings differ (so the right one is used).
         let s = "ProgressDB stores conversations — 会話 — for LLMs.";
@@ -935,7 +953,8 @@ mod unit {
 
     #[test]
     fn canonical_json_sorts_keys_and_is_compact() {
-        let v: Value = serde_json::from_str(r#"{"b": {"z": 1, "a": "x\ny"}, "a": [1.5, "é"]}"#).unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"b": {"z": 1, "a": "x\ny"}, "a": [1.5, "é"]}"#).unwrap();
         assert_eq!(canonical(&v), r#"{"a":[1.5,"é"],"b":{"a":"x\ny","z":1}}"#);
     }
 
@@ -944,7 +963,10 @@ mod unit {
         let mut w = Walk::new(10);
         assert!(w.push(step(5, 4)));
         assert!(w.push(step(4, 4)));
-        assert!(!w.push(step(3, 3)), "3 does not fit: stop, even if older ones would");
+        assert!(
+            !w.push(step(3, 3)),
+            "3 does not fit: stop, even if older ones would"
+        );
         assert!(!w.push(step(2, 1)));
         assert_eq!(w.kept, vec![0, 1]);
         assert_eq!(w.tokens, 8);
@@ -1032,7 +1054,15 @@ mod unit {
                     "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]}),
         );
         let t = msg("tool", json!({"content": "18C", "tool_call_id": "c1"}));
-        let doc = write_document("th", Format::OpenAi, Tokenizer::O200k, 42, 3, &[&sys], &[&u, &a, &t]);
+        let doc = write_document(
+            "th",
+            Format::OpenAi,
+            Tokenizer::O200k,
+            42,
+            3,
+            &[&sys],
+            &[&u, &a, &t],
+        );
         let v: Value = serde_json::from_str(&doc).unwrap();
         assert_eq!(v["thread"], "th");
         assert_eq!(v["format"], "openai");
@@ -1042,10 +1072,16 @@ mod unit {
         let m = v["messages"].as_array().unwrap();
         assert_eq!(m.len(), 4);
         assert_eq!(m[0], json!({"role": "system", "content": "Be brief."}));
-        assert_eq!(m[1], json!({"role": "user", "content": "Weather in Paris?"}));
+        assert_eq!(
+            m[1],
+            json!({"role": "user", "content": "Weather in Paris?"})
+        );
         assert_eq!(m[2]["content"], Value::Null);
         assert_eq!(m[2]["tool_calls"][0]["function"]["name"], "weather");
-        assert_eq!(m[3], json!({"role": "tool", "content": "18C", "tool_call_id": "c1"}));
+        assert_eq!(
+            m[3],
+            json!({"role": "tool", "content": "18C", "tool_call_id": "c1"})
+        );
         assert!(v.get("system").is_none());
     }
 
@@ -1077,7 +1113,10 @@ mod unit {
         assert_eq!(v["tokenizer"], "cl100k_base");
         let m = v["messages"].as_array().unwrap();
         assert_eq!(m.len(), 4, "{m:?}");
-        assert_eq!(m[0], json!({"role": "user", "content": "Weather in Paris and Rome?"}));
+        assert_eq!(
+            m[0],
+            json!({"role": "user", "content": "Weather in Paris and Rome?"})
+        );
         assert_eq!(
             m[1],
             json!({"role": "assistant", "content": [
@@ -1091,7 +1130,10 @@ mod unit {
                 {"type": "tool_result", "tool_use_id": "c1", "content": "18C"},
                 {"type": "tool_result", "tool_use_id": "c2", "content": "25C"}]})
         );
-        assert_eq!(m[3], json!({"role": "assistant", "content": "Il fait 18 et 25."}));
+        assert_eq!(
+            m[3],
+            json!({"role": "assistant", "content": "Il fait 18 et 25."})
+        );
         for turn in m {
             assert!(turn["role"] == "user" || turn["role"] == "assistant");
         }

@@ -15,10 +15,12 @@ fn context_route() {
     g.wait_ready();
     let b = |m: Method, p: &str| g.req(m, p, Some(BACKEND)).header("X-User-ID", "alice");
 
-    let (s, _) = send(b(Method::POST, "/v1/threads").body(json!({"id":"ai","title":"AI"}).to_string()));
+    let (s, _) =
+        send(b(Method::POST, "/v1/threads").body(json!({"id":"ai","title":"AI"}).to_string()));
     assert_eq!(s, 200);
     let (s, _) = send(
-        b(Method::POST, "/v1/threads/ai/members").body(json!({"user":"rita","role":"reader"}).to_string()),
+        b(Method::POST, "/v1/threads/ai/members")
+            .body(json!({"user":"rita","role":"reader"}).to_string()),
     );
     assert_eq!(s, 200);
     for (role, body) in [
@@ -78,11 +80,7 @@ fn context_route() {
         let (s, e) = send(b(Method::GET, path));
         assert_eq!(s, want, "{path}: {e}");
     }
-    let (s, _) = send(g.signed(
-        Method::GET,
-        "/v1/threads/ai/context?max_tokens=100",
-        "bob",
-    ));
+    let (s, _) = send(g.signed(Method::GET, "/v1/threads/ai/context?max_tokens=100", "bob"));
     assert_eq!(s, 403, "not a member");
     let (s, _) = send(g.req(Method::GET, "/v1/threads/ai/context?max_tokens=100", None));
     assert_eq!(s, 401);

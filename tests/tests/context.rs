@@ -14,7 +14,9 @@ fn o200k(s: &str) -> usize {
 }
 
 fn cl100k(s: &str) -> usize {
-    tiktoken_rs::cl100k_base_singleton().encode_ordinary(s).len()
+    tiktoken_rs::cl100k_base_singleton()
+        .encode_ordinary(s)
+        .len()
 }
 
 /// Compact JSON with keys sorted: the text tool_calls are counted as.
@@ -101,10 +103,28 @@ async fn context_window_rules() {
                         "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
                        {"id": "call_2", "type": "function",
                         "function": {"name": "weather", "arguments": "{\"city\":\"Rome\"}"}}]);
-    post(&c, "chat", "system", json!({"text": "You are a terse assistant."})).await;
+    post(
+        &c,
+        "chat",
+        "system",
+        json!({"text": "You are a terse assistant."}),
+    )
+    .await;
     let u1 = post(&c, "chat", "user", json!({"text": "Hello there!"})).await;
-    post(&c, "chat", "assistant", json!({"content": "Hi. What do you need?"})).await;
-    let u2 = post(&c, "chat", "user", json!({"text": "Weather in Paris and Rome?"})).await;
+    post(
+        &c,
+        "chat",
+        "assistant",
+        json!({"content": "Hi. What do you need?"}),
+    )
+    .await;
+    let u2 = post(
+        &c,
+        "chat",
+        "user",
+        json!({"text": "Weather in Paris and Rome?"}),
+    )
+    .await;
     let call_msg = post(
         &c,
         "chat",
@@ -112,15 +132,42 @@ async fn context_window_rules() {
         json!({"content": null, "tool_calls": calls}),
     )
     .await;
-    post(&c, "chat", "tool", json!({"content": "18C, sunny", "tool_call_id": "call_1"})).await;
-    post(&c, "chat", "tool", json!({"content": "25C, cloudy", "tool_call_id": "call_2"})).await;
-    post(&c, "chat", "assistant", json!({"text": "Paris 18C, Rome 25C."})).await;
+    post(
+        &c,
+        "chat",
+        "tool",
+        json!({"content": "18C, sunny", "tool_call_id": "call_1"}),
+    )
+    .await;
+    post(
+        &c,
+        "chat",
+        "tool",
+        json!({"content": "25C, cloudy", "tool_call_id": "call_2"}),
+    )
+    .await;
+    post(
+        &c,
+        "chat",
+        "assistant",
+        json!({"text": "Paris 18C, Rome 25C."}),
+    )
+    .await;
 
     // A huge budget: everything, oldest to newest, system first.
     let all = ctx(&c, "chat", 1_000_000).await;
     assert_eq!(
         roles(&all),
-        ["system", "user", "assistant", "user", "assistant", "tool", "tool", "assistant"]
+        [
+            "system",
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "tool",
+            "tool",
+            "assistant"
+        ]
     );
     assert_eq!(all["thread"], "chat");
     assert_eq!(all["format"], "openai");
@@ -160,7 +207,10 @@ async fn context_window_rules() {
     assert_eq!(cl["tokenizer"], "cl100k_base");
     let cl_total: usize = msgs.iter().map(|m| expected_tokens(m, cl100k)).sum();
     assert_eq!(cl["tokens"], cl_total as i64);
-    assert_ne!(cl_total, total, "the two encodings count this text differently");
+    assert_ne!(
+        cl_total, total,
+        "the two encodings count this text differently"
+    );
     let both: i64 = c
         .query_one(
             "SELECT count(*) FROM progressdb.message_tokens WHERE thread = 'chat' AND o200k IS NOT NULL AND cl100k IS NOT NULL",
@@ -177,9 +227,16 @@ async fn context_window_rules() {
     let sys = per[0] as i32;
     let only = ctx(&c, "chat", sys).await;
     assert_eq!(roles(&only), ["system"]);
-    assert_eq!((only["tokens"].clone(), only["dropped"].clone()), (json!(sys), json!(7)));
+    assert_eq!(
+        (only["tokens"].clone(), only["dropped"].clone()),
+        (json!(sys), json!(7))
+    );
     // Less than the system prompt: refused, naming the need.
-    let (code, msg) = sqlstate(&c, &format!("SELECT progressdb.context('chat', {})", sys - 1)).await;
+    let (code, msg) = sqlstate(
+        &c,
+        &format!("SELECT progressdb.context('chat', {})", sys - 1),
+    )
+    .await;
     assert_eq!(code, "22023");
     assert!(msg.contains(&format!("need {sys} tokens")), "{msg}");
 
@@ -189,8 +246,14 @@ async fn context_window_rules() {
     for (budget, want) in [
         (sys + last, vec!["system", "assistant"]),
         (sys + last + group - 1, vec!["system", "assistant"]),
-        (sys + last + per[6] as i32 + per[5] as i32, vec!["system", "assistant"]),
-        (sys + last + group, vec!["system", "assistant", "tool", "tool", "assistant"]),
+        (
+            sys + last + per[6] as i32 + per[5] as i32,
+            vec!["system", "assistant"],
+        ),
+        (
+            sys + last + group,
+            vec!["system", "assistant", "tool", "tool", "assistant"],
+        ),
         (
             sys + last + group + per[3] as i32,
             vec!["system", "user", "assistant", "tool", "tool", "assistant"],
@@ -211,7 +274,11 @@ async fn context_window_rules() {
     }
     // Stops at the first message that does not fit, even when an older one would.
     let d = ctx(&c, "chat", sys + last + group + 1).await;
-    assert_eq!(roles(&d).len(), 5, "message u2 does not fit; u1 is not taken instead");
+    assert_eq!(
+        roles(&d).len(),
+        5,
+        "message u2 does not fit; u1 is not taken instead"
+    );
 
     // Edits: the current version, counted anew; the old count goes.
     c.query_one(
@@ -221,7 +288,10 @@ async fn context_window_rules() {
     .await
     .unwrap();
     let d = ctx(&c, "chat", 1_000_000).await;
-    assert_eq!(d["messages"][3]["content"], "Weather in Paris, Rome and Oslo, please?");
+    assert_eq!(
+        d["messages"][3]["content"],
+        "Weather in Paris, Rome and Oslo, please?"
+    );
     let total2: usize = d["messages"]
         .as_array()
         .unwrap()
@@ -305,7 +375,10 @@ async fn context_window_rules() {
         &[],
     )
     .await;
-    assert_eq!(a["system"], "You are a terse assistant.\n\nAnswer in French.");
+    assert_eq!(
+        a["system"],
+        "You are a terse assistant.\n\nAnswer in French."
+    );
 
     // Refusals: 22023 for values out of range, 22004 for a missing budget.
     for (sql, want) in [
@@ -313,10 +386,19 @@ async fn context_window_rules() {
         ("SELECT progressdb.context('chat', -5)", "22023"),
         ("SELECT progressdb.context('chat', 10000001)", "22023"),
         ("SELECT progressdb.context('chat', NULL)", "22004"),
-        ("SELECT progressdb.context('chat', 100, format => 'gemini')", "22023"),
-        ("SELECT progressdb.context('chat', 100, tokenizer => 'p50k_base')", "22023"),
+        (
+            "SELECT progressdb.context('chat', 100, format => 'gemini')",
+            "22023",
+        ),
+        (
+            "SELECT progressdb.context('chat', 100, tokenizer => 'p50k_base')",
+            "22023",
+        ),
         ("SELECT progressdb.context('nope', 100)", "P0002"),
-        ("SELECT progressdb.context('chat', 100, actor => 'mallory')", "42501"),
+        (
+            "SELECT progressdb.context('chat', 100, actor => 'mallory')",
+            "42501",
+        ),
         ("SELECT progressdb.context(NULL, 100)", "22004"),
     ] {
         assert_eq!(sqlstate(&c, sql).await.0, want, "{sql}");
@@ -410,7 +492,10 @@ async fn a_million_token_thread_answers_from_the_newest_end() {
     let d = ctx(&c, "big", 8000).await;
     let got = contents(&d);
     let n = got.len();
-    assert!((10..=16).contains(&n), "{n} messages of ~500 tokens in 8,000");
+    assert!(
+        (10..=16).contains(&n),
+        "{n} messages of ~500 tokens in 8,000"
+    );
     for (k, content) in got.iter().enumerate() {
         let i = 2000 - n + 1 + k;
         assert!(
@@ -429,14 +514,20 @@ async fn a_million_token_thread_answers_from_the_newest_end() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(counted, n as i64 + 1, "only the messages walked are tokenized");
+    assert_eq!(
+        counted,
+        n as i64 + 1,
+        "only the messages walked are tokenized"
+    );
 
     let whole = ctx(&c, "big", 2_000_000).await;
     assert_eq!(whole["messages"].as_array().unwrap().len(), 2000);
     assert_eq!(whole["dropped"], 0);
     let total = whole["tokens"].as_i64().unwrap();
     assert!(total > 1_000_000, "{total}");
-    let want: usize = (1..=2000).map(|i| o200k(&format!("m{i}{}", " hello".repeat(499)))).sum();
+    let want: usize = (1..=2000)
+        .map(|i| o200k(&format!("m{i}{}", " hello".repeat(499))))
+        .sum();
     assert_eq!(total, want as i64);
 }
 
