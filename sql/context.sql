@@ -39,21 +39,27 @@ $$;
 -- gap-free (post_message), so this is the width of the range less its
 -- deleted messages, found through the partial index messages_deleted_idx:
 -- no row of a live message is read, whatever the range's length.
+-- PL/pgSQL, so its query is planned once per session.
 CREATE FUNCTION progressdb._timeline_count(t progressdb.threads, after_seq bigint, before_seq bigint)
 RETURNS bigint
-LANGUAGE sql STABLE AS $$
-    SELECT greatest(least(before_seq, t.last_seq + 1) - greatest(after_seq, 0) - 1, 0)
-           - (SELECT count(*) FROM progressdb.messages m
-               WHERE m.thread = t.id AND m.seq > after_seq AND m.seq < before_seq
-                 AND m.deleted_ts IS NOT NULL)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    gone bigint;
+BEGIN
+    SELECT count(*) INTO gone FROM progressdb.messages m
+     WHERE m.thread = t.id AND m.seq > after_seq AND m.seq < before_seq
+       AND m.deleted_ts IS NOT NULL;
+    RETURN greatest(least(before_seq, t.last_seq + 1) - greatest(after_seq, 0) - 1, 0) - gone;
+END
 $$;
 
 -- The context window document (see README, "AI conversations"):
 -- {"thread","format","tokenizer","tokens","dropped",("system",)"messages"}.
--- VOLATILE: it stores the token counts it computes (message_tokens).
+-- VOLATILE: it stores the token counts it computes (message_tokens). The
+-- text face, context_text() (src/context.rs), is what the gateway calls.
 CREATE FUNCTION progressdb.context(thread text, max_tokens integer, actor text DEFAULT NULL,
                                    format text DEFAULT 'openai', tokenizer text DEFAULT 'o200k_base')
 RETURNS jsonb
 LANGUAGE sql VOLATILE AS $$
-    SELECT progressdb._context_text(thread, max_tokens, actor, format, tokenizer)::jsonb
+    SELECT progressdb.context_text(thread, max_tokens, actor, format, tokenizer)::jsonb
 $$;

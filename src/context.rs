@@ -500,6 +500,7 @@ struct Plans {
     thread: OwnedPreparedStatement,
     system: OwnedPreparedStatement,
     batch: OwnedPreparedStatement,
+    counts: OwnedPreparedStatement,
     count: OwnedPreparedStatement,
     store: OwnedPreparedStatement,
     prune: OwnedPreparedStatement,
@@ -518,10 +519,15 @@ const BOOL: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::BOOLOID);
 
 /// The message columns both reads return: seq, id, role, version, body,
 /// body_enc, deleted, and the stored counts.
+/// The system messages' stored counts are one index probe per row (a
+/// subplan); a batch's are read by one range scan (`counts`).
 const MESSAGE_COLUMNS: &str = "m.seq, m.id, m.role, m.version, \
      CASE WHEN m.deleted_ts IS NULL THEN m.body::text END, \
      CASE WHEN m.deleted_ts IS NULL THEN m.body_enc::text END, \
-     m.deleted_ts IS NOT NULL, tk.o200k, tk.cl100k";
+     m.deleted_ts IS NOT NULL";
+const STORED_COUNT: &str = "(SELECT CASE WHEN $3 THEN tk.o200k ELSE tk.cl100k END \
+       FROM progressdb.message_tokens tk \
+      WHERE tk.thread = m.thread AND tk.seq = m.seq AND tk.version = m.version)";
 
 fn plans(client: &SpiClient) -> std::rc::Rc<Plans> {
     if let Some(p) = PLANS.with(|p| p.borrow().clone()) {
@@ -545,28 +551,31 @@ fn plans(client: &SpiClient) -> std::rc::Rc<Plans> {
         ),
         system: prep(
             &format!(
-                "SELECT {MESSAGE_COLUMNS} \
+                "SELECT {MESSAGE_COLUMNS}, {STORED_COUNT} \
                    FROM progressdb.threads t \
                   CROSS JOIN LATERAL progressdb._timeline_system(t) m \
-                   LEFT JOIN progressdb.message_tokens tk \
-                     ON tk.thread = m.thread AND tk.seq = m.seq AND tk.version = m.version \
                   WHERE t.id = $1 AND m.seq > $2 AND m.deleted_ts IS NULL \
                   ORDER BY m.seq"
             ),
-            &[TEXT, INT8],
+            &[TEXT, INT8, BOOL],
             false,
         ),
         batch: prep(
             &format!(
-                "SELECT {MESSAGE_COLUMNS} \
+                "SELECT {MESSAGE_COLUMNS}, NULL::integer \
                    FROM progressdb.threads t \
                   CROSS JOIN LATERAL progressdb._timeline_desc(t, $2, $3) m \
-                   LEFT JOIN progressdb.message_tokens tk \
-                     ON tk.thread = m.thread AND tk.seq = m.seq AND tk.version = m.version \
                   WHERE t.id = $1 AND m.seq > $4 \
                   ORDER BY m.seq DESC"
             ),
             &[TEXT, INT8, INT4, INT8],
+            false,
+        ),
+        counts: prep(
+            "SELECT tk.seq, tk.version, CASE WHEN $4 THEN tk.o200k ELSE tk.cl100k END \
+               FROM progressdb.message_tokens tk \
+              WHERE tk.thread = $1 AND tk.seq >= $2 AND tk.seq <= $3",
+            &[TEXT, INT8, INT8, BOOL],
             false,
         ),
         count: prep(
@@ -647,11 +656,7 @@ impl Row {
     }
 }
 
-fn read_rows(table: pgrx::spi::SpiTupleTable, tok: Tokenizer) -> Vec<Row> {
-    let col = match tok {
-        Tokenizer::O200k => 8,
-        Tokenizer::Cl100k => 9,
-    };
+fn read_rows(table: pgrx::spi::SpiTupleTable) -> Vec<Row> {
     table
         .map(|r| {
             let text = |i: usize| r.get::<String>(i).expect("context(): reading a row");
@@ -663,7 +668,7 @@ fn read_rows(table: pgrx::spi::SpiTupleTable, tok: Tokenizer) -> Vec<Row> {
                 plain: text(5),
                 sealed: text(6),
                 deleted: r.get::<bool>(7).ok().flatten().unwrap_or(false),
-                stored: r.get::<i32>(col).ok().flatten(),
+                stored: r.get::<i32>(8).ok().flatten(),
                 msg: None,
                 tokens: 0,
                 fresh: false,
@@ -672,18 +677,52 @@ fn read_rows(table: pgrx::spi::SpiTupleTable, tok: Tokenizer) -> Vec<Row> {
         .collect()
 }
 
+/// Planner settings for this call's statements, as a function's `SET`
+/// clause would apply them: index paths only (message_tokens grows from
+/// empty, and a plan cached while it was tiny would otherwise scan it whole
+/// for every message), and generic plans (the statements' shapes never
+/// change; re-planning them per call cost more than running them). Undone
+/// by `restore_planner` on return, and by the transaction's end on an error.
+fn pin_planner() -> i32 {
+    unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        for (name, value) in [
+            (c"enable_seqscan", c"off"),
+            (c"plan_cache_mode", c"force_generic_plan"),
+        ] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        level
+    }
+}
+
+fn restore_planner(level: i32) {
+    unsafe { pg_sys::AtEOXact_GUC(true, level) }
+}
+
 fn invalid(msg: String) -> ! {
     fail(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg)
 }
 
-/// The context window document as JSON text (`context()` is its jsonb face).
-#[pg_extern(volatile, name = "_context_text")]
+/// The context window document as JSON text: the text face the gateway
+/// calls (`context()` is its jsonb face, sql/context.sql). NULL format or
+/// tokenizer mean the defaults.
+#[pg_extern(volatile, name = "context_text")]
 fn context_text(
     thread: Option<&str>,
     max_tokens: Option<i32>,
-    actor: Option<&str>,
-    format: Option<&str>,
-    tokenizer: Option<&str>,
+    actor: default!(Option<&str>, "NULL"),
+    format: default!(Option<&str>, "'openai'"),
+    tokenizer: default!(Option<&str>, "'o200k_base'"),
 ) -> String {
     let budget = check_budget(max_tokens).unwrap_or_else(|m| match max_tokens {
         None => fail(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, m),
@@ -691,7 +730,9 @@ fn context_text(
     });
     let format = Format::parse(format).unwrap_or_else(|m| invalid(m));
     let tok = Tokenizer::parse(tokenizer).unwrap_or_else(|m| invalid(m));
-    Spi::connect_mut(|client| {
+    let o200k = tok == Tokenizer::O200k;
+    let level = pin_planner();
+    let doc = Spi::connect_mut(|client| {
         let p = plans(client);
         // The live thread (else P0002), and what the actor may read (42501;
         // with history 'joined', seqs up to `vis` are hidden from them).
@@ -717,9 +758,12 @@ fn context_text(
         // System messages first: always included, counted first.
         let mut system_rows = read_rows(
             client
-                .select(&p.system, None, &[tid.as_str().into(), vis.into()])
+                .select(
+                    &p.system,
+                    None,
+                    &[tid.as_str().into(), vis.into(), o200k.into()],
+                )
                 .expect("context(): system messages"),
-            tok,
         );
         for r in &mut system_rows {
             r.prepare(&tid, tok);
@@ -749,8 +793,33 @@ fn context_text(
                         &[tid.as_str().into(), before.into(), lim.into(), vis.into()],
                     )
                     .expect("context(): timeline"),
-                tok,
             );
+            let mut rows = rows;
+            if let (Some(hi), Some(lo)) = (rows.first(), rows.last()) {
+                let stored = client
+                    .select(
+                        &p.counts,
+                        None,
+                        &[
+                            tid.as_str().into(),
+                            lo.seq.into(),
+                            hi.seq.into(),
+                            o200k.into(),
+                        ],
+                    )
+                    .expect("context(): stored counts");
+                let mut known = std::collections::HashMap::with_capacity(rows.len());
+                for r in stored {
+                    let seq = r.get::<i64>(1).ok().flatten().expect("seq");
+                    let version = r.get::<i32>(2).ok().flatten().expect("version");
+                    if let Some(n) = r.get::<i32>(3).ok().flatten() {
+                        known.insert((seq, version), n);
+                    }
+                }
+                for r in &mut rows {
+                    r.stored = known.get(&(r.seq, r.version)).copied();
+                }
+            }
             let n = rows.len();
             for mut r in rows {
                 before = r.seq;
@@ -819,7 +888,7 @@ fn context_text(
                         seqs.clone().into(),
                         versions.clone().into(),
                         counts.into(),
-                        (tok == Tokenizer::O200k).into(),
+                        o200k.into(),
                     ],
                 )
                 .expect("context(): storing token counts");
@@ -850,7 +919,9 @@ fn context_text(
             &system,
             &window,
         )
-    })
+    });
+    restore_planner(level);
+    doc
 }
 
 #[cfg(test)]

@@ -293,12 +293,12 @@ CREATE TABLE progressdb.message_tokens (
 CREATE INDEX messages_system_idx ON progressdb.messages (thread, seq) WHERE role = 'system';
 CREATE INDEX messages_deleted_idx ON progressdb.messages (thread, seq) WHERE deleted_ts IS NOT NULL;
 
-CREATE FUNCTION progressdb._context_text(
+CREATE FUNCTION progressdb.context_text(
 	"thread" TEXT, /* Option < & str > */
 	"max_tokens" INT, /* Option < i32 > */
-	"actor" TEXT, /* Option < & str > */
-	"format" TEXT, /* Option < & str > */
-	"tokenizer" TEXT /* Option < & str > */
+	"actor" TEXT DEFAULT NULL, /* Option < & str > */
+	"format" TEXT DEFAULT 'openai', /* Option < & str > */
+	"tokenizer" TEXT DEFAULT 'o200k_base' /* Option < & str > */
 ) RETURNS TEXT /* String */
 VOLATILE 
 LANGUAGE c /* Rust */

@@ -1,5 +1,5 @@
 //! `GET /v1/threads/{thread}/context`: the thread as an LLM request wants it
-//! (SQL `context()`, README "AI conversations").
+//! (SQL `context_text()`, the text face of `context()`; README "AI conversations").
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -25,7 +25,7 @@ pub async fn get(
     let max_tokens = q
         .int("max_tokens")?
         .ok_or_else(|| ApiError::bad_request("max_tokens is required"))?;
-    Call::new("context")
+    Call::new("context_text")
         .text(Some(thread))
         .opt_int("max_tokens", Some(max_tokens))
         .opt_text("actor", who.actor)
