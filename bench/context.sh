@@ -212,6 +212,7 @@ log "context(max_tokens => $BUDGET): 1 client, ${DURATION}s"
 ROUND=1
 pgb window_openai 1 context_window.sql -D budget=$BUDGET -D format=openai
 pgb window_anthropic 1 context_window.sql -D budget=$BUDGET -D format=anthropic
+pgb window_text 1 context_window_text.sql -D budget=$BUDGET
 
 # Appends: as shipped, and without the two partial indexes context() added
 # (the schema before it; posts never tokenize, so these indexes are the whole

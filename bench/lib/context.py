@@ -123,7 +123,8 @@ def cmd_report(a):
     p99 = w[0].get("p99_ms") if w else None
     summary = {
         "meta": meta, "dataset": dataset, "window": window, "first_calls_ms": timings,
-        "context_8000": {"openai": runs("window_openai"), "anthropic": runs("window_anthropic")},
+        "context_8000": {"openai": runs("window_openai"), "anthropic": runs("window_anthropic"),
+                         "text_face": runs("window_text")},
         "append": {"as_shipped": runs("append_as_shipped"), "without_indexes": runs("append_without_indexes"),
                    "median_tps_as_shipped": with_tps, "median_tps_without_indexes": without_tps,
                    "ratio": ratio},
@@ -145,10 +146,13 @@ def cmd_report(a):
           f"with two results), {dataset.get('body_bytes', '?')} bytes of bodies. Window of "
           f"`context('ctx', max_tokens => {meta.get('budget', '?')})`: {json.dumps(window)}.", ""]
     rows = []
-    for s, label in (("window_openai", "context(8000), openai"), ("window_anthropic", "context(8000), anthropic"),
-                     ("turn", "chat turn: post + context(8000)")):
+    for s, label in (("window_openai", "`context(8000)::text`, openai"),
+                     ("window_anthropic", "`context(8000, format => 'anthropic')::text`"),
+                     ("window_text", "`context_text(8000)` (the text face the gateway calls)"),
+                     ("turn", "chat turn: post + `context(8000)`")):
         for r in runs(s):
-            rows.append([label, r.get("clients"), r.get("tps"), r.get("p50_ms"), r.get("p99_ms"), r.get("n")])
+            rows.append([label, r.get("clients"), round(r["tps"], 1) if "tps" in r else None,
+                         r.get("p50_ms"), r.get("p99_ms"), r.get("n")])
     L += ["### Latency, 1 client, counts warm (pgbench -M prepared)", "",
           md_table(["call", "clients", "tps", "p50 ms", "p99 ms", "calls"], rows), ""]
     verdict = "no result" if p50 is None else (
@@ -166,7 +170,8 @@ def cmd_report(a):
     arows = []
     for s, label in (("append_as_shipped", "as shipped"), ("append_without_indexes", "without context()'s two partial indexes")):
         for r in runs(s):
-            arows.append([label, r.get("round"), r.get("tps"), r.get("p50_ms"), r.get("p99_ms")])
+            arows.append([label, r.get("round"), round(r["tps"], 1) if "tps" in r else None,
+                          r.get("p50_ms"), r.get("p99_ms")])
     L += ["### Write cost (append, 1 client, synchronous_commit off)", "",
           md_table(["schema", "round", "tps", "p50 ms", "p99 ms"], arows), "",
           f"Median tps as shipped / without the indexes: {with_tps} / {without_tps} = **{ratio}**. Posts never "
