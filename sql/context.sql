@@ -39,6 +39,8 @@ $$;
 -- gap-free (post_message), so this is the width of the range less its
 -- deleted messages, found through the partial index messages_deleted_idx:
 -- no row of a live message is read, whatever the range's length.
+-- (A timeline that is not one thread's gap-free seqs -- forks -- changes
+-- this function with _timeline_desc and _timeline_system.)
 -- PL/pgSQL, so its query is planned once per session.
 CREATE FUNCTION progressdb._timeline_count(t progressdb.threads, after_seq bigint, before_seq bigint)
 RETURNS bigint

@@ -513,18 +513,21 @@ thread_local! {
 const TEXT: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTOID);
 const INT8: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8OID);
 const INT4: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT4OID);
+const TEXT_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::TEXTARRAYOID);
 const INT8_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT8ARRAYOID);
 const INT4_ARRAY: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::INT4ARRAYOID);
 const BOOL: PgOid = PgOid::BuiltIn(pg_sys::BuiltinOid::BOOLOID);
 
 /// The message columns both reads return: seq, id, role, version, body,
-/// body_enc, deleted, and the stored counts.
+/// body_enc, deleted, the row's own thread (a timeline may some day show
+/// rows of another thread, e.g. a fork's shared prefix: a row is opened and
+/// its count keyed by the thread it is stored in), and the stored count.
 /// The system messages' stored counts are one index probe per row (a
-/// subplan); a batch's are read by one range scan (`counts`).
+/// subplan); a batch's are read by one range scan per thread (`counts`).
 const MESSAGE_COLUMNS: &str = "m.seq, m.id, m.role, m.version, \
      CASE WHEN m.deleted_ts IS NULL THEN m.body::text END, \
      CASE WHEN m.deleted_ts IS NULL THEN m.body_enc::text END, \
-     m.deleted_ts IS NOT NULL";
+     m.deleted_ts IS NOT NULL, m.thread";
 const STORED_COUNT: &str = "(SELECT CASE WHEN $3 THEN tk.o200k ELSE tk.cl100k END \
        FROM progressdb.message_tokens tk \
       WHERE tk.thread = m.thread AND tk.seq = m.seq AND tk.version = m.version)";
@@ -587,21 +590,21 @@ fn plans(client: &SpiClient) -> std::rc::Rc<Plans> {
         // counts take their row locks in the same order.
         store: prep(
             "INSERT INTO progressdb.message_tokens AS tk (thread, seq, version, o200k, cl100k) \
-             SELECT $1, u.s, u.v, CASE WHEN $5 THEN u.n END, CASE WHEN NOT $5 THEN u.n END \
-               FROM unnest($2::bigint[], $3::integer[], $4::integer[]) AS u(s, v, n) \
-              ORDER BY u.s \
+             SELECT u.t, u.s, u.v, CASE WHEN $5 THEN u.n END, CASE WHEN NOT $5 THEN u.n END \
+               FROM unnest($1::text[], $2::bigint[], $3::integer[], $4::integer[]) AS u(t, s, v, n) \
+              ORDER BY u.t, u.s \
              ON CONFLICT (thread, seq, version) DO UPDATE \
                 SET o200k = coalesce(tk.o200k, excluded.o200k), \
                     cl100k = coalesce(tk.cl100k, excluded.cl100k)",
-            &[TEXT, INT8_ARRAY, INT4_ARRAY, INT4_ARRAY, BOOL],
+            &[TEXT_ARRAY, INT8_ARRAY, INT4_ARRAY, INT4_ARRAY, BOOL],
             true,
         ),
         // Counts of versions an edit replaced.
         prune: prep(
             "DELETE FROM progressdb.message_tokens tk \
-              USING unnest($2::bigint[], $3::integer[]) AS u(s, v) \
-              WHERE tk.thread = $1 AND tk.seq = u.s AND tk.version < u.v",
-            &[TEXT, INT8_ARRAY, INT4_ARRAY],
+              USING unnest($1::text[], $2::bigint[], $3::integer[]) AS u(t, s, v) \
+              WHERE tk.thread = u.t AND tk.seq = u.s AND tk.version < u.v",
+            &[TEXT_ARRAY, INT8_ARRAY, INT4_ARRAY],
             true,
         ),
     });
@@ -612,6 +615,7 @@ fn plans(client: &SpiClient) -> std::rc::Rc<Plans> {
 /// A message row as read. Its body is opened, mapped and (when no count is
 /// stored) tokenized only when the walk gets to it (`Row::prepare`).
 struct Row {
+    thread: String,
     seq: i64,
     id: String,
     role: String,
@@ -631,7 +635,8 @@ impl Row {
         self.role == "system"
     }
 
-    fn prepare(&mut self, thread: &str, tok: Tokenizer) {
+    fn prepare(&mut self, tok: Tokenizer) {
+        let thread = self.thread.as_str();
         let body_text = match self.sealed.as_deref() {
             Some(env) => {
                 crypto::open_body_text(thread, &self.id, self.version, self.plain.as_deref(), env)
@@ -661,6 +666,7 @@ fn read_rows(table: pgrx::spi::SpiTupleTable) -> Vec<Row> {
         .map(|r| {
             let text = |i: usize| r.get::<String>(i).expect("context(): reading a row");
             Row {
+                thread: text(8).unwrap_or_default(),
                 seq: r.get::<i64>(1).ok().flatten().expect("seq"),
                 id: text(2).unwrap_or_default(),
                 role: text(3).unwrap_or_default(),
@@ -668,7 +674,7 @@ fn read_rows(table: pgrx::spi::SpiTupleTable) -> Vec<Row> {
                 plain: text(5),
                 sealed: text(6),
                 deleted: r.get::<bool>(7).ok().flatten().unwrap_or(false),
-                stored: r.get::<i32>(8).ok().flatten(),
+                stored: r.get::<i32>(9).ok().flatten(),
                 msg: None,
                 tokens: 0,
                 fresh: false,
@@ -748,10 +754,10 @@ fn context_text(
             )
         };
 
-        let mut fresh: Vec<(i64, i32, i32)> = Vec::new();
-        let note = |fresh: &mut Vec<(i64, i32, i32)>, r: &Row| {
+        let mut fresh: Vec<(String, i64, i32, i32)> = Vec::new();
+        let note = |fresh: &mut Vec<(String, i64, i32, i32)>, r: &Row| {
             if r.fresh {
-                fresh.push((r.seq, r.version, r.tokens as i32));
+                fresh.push((r.thread.clone(), r.seq, r.version, r.tokens as i32));
             }
         };
 
@@ -766,7 +772,7 @@ fn context_text(
                 .expect("context(): system messages"),
         );
         for r in &mut system_rows {
-            r.prepare(&tid, tok);
+            r.prepare(tok);
         }
         let system_tokens: i64 = system_rows.iter().map(|r| r.tokens).sum();
         for r in &system_rows {
@@ -795,30 +801,36 @@ fn context_text(
                     .expect("context(): timeline"),
             );
             let mut rows = rows;
-            if let (Some(hi), Some(lo)) = (rows.first(), rows.last()) {
+            // The stored counts: one range scan per thread the batch shows.
+            let mut ranges: Vec<(String, i64, i64)> = Vec::new();
+            for r in rows.iter().filter(|r| !r.deleted) {
+                match ranges.iter_mut().find(|g| g.0 == r.thread) {
+                    Some(g) => {
+                        g.1 = g.1.min(r.seq);
+                        g.2 = g.2.max(r.seq);
+                    }
+                    None => ranges.push((r.thread.clone(), r.seq, r.seq)),
+                }
+            }
+            let mut known = std::collections::HashMap::with_capacity(rows.len());
+            for (th, lo, hi) in &ranges {
                 let stored = client
                     .select(
                         &p.counts,
                         None,
-                        &[
-                            tid.as_str().into(),
-                            lo.seq.into(),
-                            hi.seq.into(),
-                            o200k.into(),
-                        ],
+                        &[th.as_str().into(), (*lo).into(), (*hi).into(), o200k.into()],
                     )
                     .expect("context(): stored counts");
-                let mut known = std::collections::HashMap::with_capacity(rows.len());
                 for r in stored {
                     let seq = r.get::<i64>(1).ok().flatten().expect("seq");
                     let version = r.get::<i32>(2).ok().flatten().expect("version");
                     if let Some(n) = r.get::<i32>(3).ok().flatten() {
-                        known.insert((seq, version), n);
+                        known.insert((th.clone(), seq, version), n);
                     }
                 }
-                for r in &mut rows {
-                    r.stored = known.get(&(r.seq, r.version)).copied();
-                }
+            }
+            for r in &mut rows {
+                r.stored = known.get(&(r.thread.clone(), r.seq, r.version)).copied();
             }
             let n = rows.len();
             for mut r in rows {
@@ -826,7 +838,7 @@ fn context_text(
                 if r.deleted || r.is_system() {
                     continue;
                 }
-                r.prepare(&tid, tok);
+                r.prepare(tok);
                 note(&mut fresh, &r);
                 let msg = r.msg.as_ref().expect("a live row is mapped");
                 let go = walk.push(Step {
@@ -876,15 +888,16 @@ fn context_text(
         // they are computed again next time).
         if !fresh.is_empty() && !unsafe { pg_sys::XactReadOnly } {
             fresh.sort_unstable();
-            let seqs: Vec<i64> = fresh.iter().map(|f| f.0).collect();
-            let versions: Vec<i32> = fresh.iter().map(|f| f.1).collect();
-            let counts: Vec<i32> = fresh.iter().map(|f| f.2).collect();
+            let threads: Vec<String> = fresh.iter().map(|f| f.0.clone()).collect();
+            let seqs: Vec<i64> = fresh.iter().map(|f| f.1).collect();
+            let versions: Vec<i32> = fresh.iter().map(|f| f.2).collect();
+            let counts: Vec<i32> = fresh.iter().map(|f| f.3).collect();
             client
                 .update(
                     &p.store,
                     None,
                     &[
-                        tid.as_str().into(),
+                        threads.clone().into(),
                         seqs.clone().into(),
                         versions.clone().into(),
                         counts.into(),
@@ -897,7 +910,7 @@ fn context_text(
                     .update(
                         &p.prune,
                         None,
-                        &[tid.as_str().into(), seqs.into(), versions.into()],
+                        &[threads.into(), seqs.into(), versions.into()],
                     )
                     .expect("context(): pruning token counts");
             }
