@@ -275,6 +275,11 @@ impl Walk {
         }
     }
 
+    /// The budget not yet spoken for (held tool results count as spent).
+    pub fn left(&self) -> i64 {
+        self.left - self.pending.iter().map(|(_, p)| p.tokens).sum::<i64>()
+    }
+
     /// Feeds the next older message; false once the budget is full.
     pub fn push(&mut self, s: Step) -> bool {
         if self.stopped {
@@ -487,10 +492,22 @@ pub fn write_document(
 // ---------------------------------------------------------------------------
 // The database side.
 
-/// The first batch's size; each next batch is twice as large, up to
-/// `MAX_BATCH`: a budget of 8,000 tokens reads 31, then 62, then 124 rows.
+/// The first batch's size: a guess of 256 tokens a message (31 rows for a
+/// budget of 8,000).
 fn first_batch(budget: i32) -> i32 {
     (budget / 256).clamp(8, 128)
+}
+
+/// The next batch's size: enough rows for the budget left at the average
+/// size of the messages seen so far, plus a quarter (the walk must read the
+/// one that no longer fits), so a window usually takes two batches.
+pub fn next_batch(prev: i32, left: i64, seen_tokens: i64, seen: i64) -> i32 {
+    if seen == 0 || seen_tokens == 0 {
+        return (prev.saturating_mul(2)).min(MAX_BATCH);
+    }
+    let avg = (seen_tokens / seen).max(1);
+    let want = left / avg + left / avg / 4 + 4;
+    want.clamp(8, i64::from(MAX_BATCH)) as i32
 }
 const MAX_BATCH: i32 = 2000;
 
@@ -790,6 +807,7 @@ fn context_text(
         let mut fed: Vec<Row> = Vec::new();
         let mut before = last_seq + 1;
         let mut lim = first_batch(budget);
+        let (mut seen, mut seen_tokens) = (0i64, 0i64);
         'batches: loop {
             let rows = read_rows(
                 client
@@ -840,6 +858,8 @@ fn context_text(
                 }
                 r.prepare(tok);
                 note(&mut fresh, &r);
+                seen += 1;
+                seen_tokens += r.tokens;
                 let msg = r.msg.as_ref().expect("a live row is mapped");
                 let go = walk.push(Step {
                     seq: r.seq,
@@ -855,7 +875,7 @@ fn context_text(
             if (n as i32) < lim || before <= vis + 1 {
                 break;
             }
-            lim = (lim * 2).min(MAX_BATCH);
+            lim = next_batch(lim, walk.left(), seen_tokens, seen);
         }
         walk.finish();
 
@@ -1221,6 +1241,20 @@ mod unit {
         for turn in m {
             assert!(turn["role"] == "user" || turn["role"] == "assistant");
         }
+    }
+
+    #[test]
+    fn batches_follow_the_messages_seen() {
+        assert_eq!(first_batch(8000), 31);
+        // 31 messages of 70 tokens seen, 5,830 tokens left: 83 more, plus a quarter.
+        assert_eq!(next_batch(31, 5830, 31 * 70, 31), 83 + 20 + 4);
+        assert_eq!(next_batch(31, 0, 100, 1), 8, "at least a few rows");
+        assert_eq!(
+            next_batch(31, 1000, 0, 0),
+            62,
+            "nothing seen (all deleted): double"
+        );
+        assert_eq!(next_batch(1500, 10_000_000, 10, 10), MAX_BATCH);
     }
 
     #[test]
