@@ -54,6 +54,7 @@ bash bench/members.sh --smoke
 bash bench/events.sh --smoke
 bash bench/forks.sh --smoke
 bash bench/search.sh --smoke
+bash bench/context.sh --smoke
 
 step "lint"
 bash scripts/gen-upgrade.sh --check

@@ -323,3 +323,54 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The timeline functions context() reads through (context.sql), for forks:
+-- the fork's rows as _fork_rows shows them.
+CREATE FUNCTION progressdb._fork_timeline_system(t progressdb.threads)
+RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    SELECT e.* FROM (
+        SELECT mm.seq FROM progressdb._fork_levels(t) l
+          JOIN progressdb.messages mm ON mm.thread = l.thread AND mm.role = 'system'
+           AND mm.seq > l.own_lo AND mm.seq <= l.own_hi
+        UNION
+        SELECT s.seq FROM progressdb._fork_levels(t) l
+          JOIN progressdb.fork_snapshots s ON s.fork = l.thread AND s.seq > l.snap_lo AND s.seq <= l.snap_hi
+           AND s.msg->>'role' = 'system') c
+    CROSS JOIN LATERAL progressdb._fork_rows(t, c.seq - 1, c.seq + 1, 1, true, true) e
+    WHERE e.role = 'system'
+    ORDER BY e.seq
+$$;
+
+-- Messages of fork t's timeline strictly between after_seq and before_seq
+-- that are not deleted (as the fork shows them). Its seqs are gap-free
+-- above the deepest level's lower bound, so this is the range's width less
+-- the deleted ones, found per level through messages_deleted_idx and among
+-- the snapshots, a nearer level's snapshot hiding a farther row.
+CREATE FUNCTION progressdb._fork_timeline_count(t progressdb.threads, after_seq bigint, before_seq bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    l record;
+    nearer text[] := '{}';
+    lowest bigint := 0;
+    gone bigint := 0;
+    n bigint;
+BEGIN
+    FOR l IN SELECT * FROM progressdb._fork_levels(t) ORDER BY 1 LOOP
+        lowest := l.own_lo;
+        SELECT count(*) INTO n FROM progressdb.messages m
+         WHERE m.thread = l.thread AND m.seq > greatest(l.own_lo, after_seq) AND m.seq <= l.own_hi
+           AND m.seq < before_seq AND m.deleted_ts IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM progressdb.fork_snapshots s WHERE s.fork = ANY (nearer) AND s.seq = m.seq);
+        gone := gone + n;
+        SELECT count(*) INTO n FROM progressdb.fork_snapshots s
+         WHERE s.fork = l.thread AND s.seq > greatest(l.snap_lo, after_seq) AND s.seq <= l.snap_hi
+           AND s.seq < before_seq AND s.msg->>'deleted_ts' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM progressdb.fork_snapshots o WHERE o.fork = ANY (nearer) AND o.seq = s.seq);
+        gone := gone + n;
+        nearer := nearer || l.thread;
+    END LOOP;
+    RETURN greatest(least(before_seq, t.last_seq + 1) - greatest(after_seq, lowest) - 1, 0) - gone;
+END
+$$;

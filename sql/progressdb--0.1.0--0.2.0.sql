@@ -360,6 +360,31 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'search_cursor_position_wrapper';
 
+-- The LLM context window (context.sql, src/context.rs): token counts of
+-- message versions (derived, not dumped), and the partial indexes its reads
+-- use: a thread's system messages, its deleted messages.
+CREATE TABLE progressdb.message_tokens (
+    thread      text    NOT NULL,
+    seq         bigint  NOT NULL,
+    version     integer NOT NULL,
+    o200k       integer,
+    cl100k      integer,
+    CONSTRAINT message_tokens_pkey PRIMARY KEY (thread, seq, version)
+);
+CREATE INDEX messages_system_idx ON progressdb.messages (thread, seq) WHERE role = 'system';
+CREATE INDEX messages_deleted_idx ON progressdb.messages (thread, seq) WHERE deleted_ts IS NOT NULL;
+
+CREATE FUNCTION progressdb.context_text(
+	"thread" TEXT, /* Option < & str > */
+	"max_tokens" INT, /* Option < i32 > */
+	"actor" TEXT DEFAULT NULL, /* Option < & str > */
+	"format" TEXT DEFAULT 'openai', /* Option < & str > */
+	"tokenizer" TEXT DEFAULT 'o200k_base' /* Option < & str > */
+) RETURNS TEXT /* String */
+VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'context_text_wrapper';
+
 -- ===== sql/render.sql =====
 -- The Message document, rendered by one function (src/render.rs) from a
 -- stored row. Encrypted bodies are opened there, so every reader returns
@@ -2671,6 +2696,84 @@ BEGIN
 END
 $$;
 
+-- ===== sql/context.sql =====
+-- The LLM context window of a thread (API.md, "AI conversations"):
+-- progressdb.context(). The budget walk, the mapping of a stored message to
+-- an LLM message and the token counting are native (src/context.rs); this
+-- file holds the SQL face and the timeline reads it is made of.
+--
+-- context() reads messages only through the _timeline_* functions below, so
+-- that what "the thread's timeline" is (today: the messages table in seq
+-- order) is decided in one place.
+
+-- The thread's timeline, newest first: the messages with seq < before_seq,
+-- at most lim of them. Deleted messages are included (with their
+-- deleted_ts): callers skip them, and the oldest seq returned is where the
+-- next batch starts. A keyset range scan on messages_pkey (thread, seq); a
+-- plain SQL function, so the planner inlines it into the caller's query and
+-- pushes the caller's conditions (seq > visible) into the scan.
+CREATE OR REPLACE FUNCTION progressdb._timeline_desc(t progressdb.threads, before_seq bigint, lim integer)
+RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    (SELECT m.* FROM progressdb.messages m
+      WHERE t.fork_of IS NULL AND m.thread = t.id AND m.seq < before_seq
+      ORDER BY m.seq DESC
+      LIMIT lim)
+    UNION ALL
+    -- A fork: its rows as it shows them, shared prefix included (forks.sql).
+    SELECT f.* FROM progressdb._fork_rows(t, 0, before_seq, lim, true, true) f
+     WHERE t.fork_of IS NOT NULL
+$$;
+
+-- The thread's system messages (role 'system'), oldest first, deleted ones
+-- included (callers skip them). Read through the partial index
+-- messages_system_idx, so a long thread costs no more than its system
+-- messages.
+CREATE OR REPLACE FUNCTION progressdb._timeline_system(t progressdb.threads)
+RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    (SELECT m.* FROM progressdb.messages m
+      WHERE t.fork_of IS NULL AND m.thread = t.id AND m.role = 'system'
+      ORDER BY m.seq)
+    UNION ALL
+    SELECT f.* FROM progressdb._fork_timeline_system(t) f
+     WHERE t.fork_of IS NOT NULL
+$$;
+
+-- How many messages of the thread's timeline lie strictly between after_seq
+-- and before_seq and are not deleted (every role). Seqs of a thread are
+-- gap-free (post_message), so this is the width of the range less its
+-- deleted messages, found through the partial index messages_deleted_idx:
+-- no row of a live message is read, whatever the range's length.
+-- (A fork's timeline is counted by forks.sql.)
+-- PL/pgSQL, so its query is planned once per session.
+CREATE OR REPLACE FUNCTION progressdb._timeline_count(t progressdb.threads, after_seq bigint, before_seq bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    gone bigint;
+BEGIN
+    IF t.fork_of IS NOT NULL THEN
+        RETURN progressdb._fork_timeline_count(t, after_seq, before_seq);
+    END IF;
+    SELECT count(*) INTO gone FROM progressdb.messages m
+     WHERE m.thread = t.id AND m.seq > after_seq AND m.seq < before_seq
+       AND m.deleted_ts IS NOT NULL;
+    RETURN greatest(least(before_seq, t.last_seq + 1) - greatest(after_seq, 0) - 1, 0) - gone;
+END
+$$;
+
+-- The context window document (see README, "AI conversations"):
+-- {"thread","format","tokenizer","tokens","dropped",("system",)"messages"}.
+-- VOLATILE: it stores the token counts it computes (message_tokens). The
+-- text face, context_text() (src/context.rs), is what the gateway calls.
+CREATE OR REPLACE FUNCTION progressdb.context(thread text, max_tokens integer, actor text DEFAULT NULL,
+                                   format text DEFAULT 'openai', tokenizer text DEFAULT 'o200k_base')
+RETURNS jsonb
+LANGUAGE sql VOLATILE AS $$
+    SELECT progressdb.context_text(thread, max_tokens, actor, format, tokenizer)::jsonb
+$$;
+
 -- ===== sql/forks.sql =====
 -- Forks: a new thread whose timeline starts with a prefix of another
 -- thread's timeline, as it was at fork time (README, "Forks").
@@ -2995,5 +3098,56 @@ BEGIN
         END IF;
         nearer := nearer || l.thread;
     END LOOP;
+END
+$$;
+
+-- The timeline functions context() reads through (context.sql), for forks:
+-- the fork's rows as _fork_rows shows them.
+CREATE OR REPLACE FUNCTION progressdb._fork_timeline_system(t progressdb.threads)
+RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    SELECT e.* FROM (
+        SELECT mm.seq FROM progressdb._fork_levels(t) l
+          JOIN progressdb.messages mm ON mm.thread = l.thread AND mm.role = 'system'
+           AND mm.seq > l.own_lo AND mm.seq <= l.own_hi
+        UNION
+        SELECT s.seq FROM progressdb._fork_levels(t) l
+          JOIN progressdb.fork_snapshots s ON s.fork = l.thread AND s.seq > l.snap_lo AND s.seq <= l.snap_hi
+           AND s.msg->>'role' = 'system') c
+    CROSS JOIN LATERAL progressdb._fork_rows(t, c.seq - 1, c.seq + 1, 1, true, true) e
+    WHERE e.role = 'system'
+    ORDER BY e.seq
+$$;
+
+-- Messages of fork t's timeline strictly between after_seq and before_seq
+-- that are not deleted (as the fork shows them). Its seqs are gap-free
+-- above the deepest level's lower bound, so this is the range's width less
+-- the deleted ones, found per level through messages_deleted_idx and among
+-- the snapshots, a nearer level's snapshot hiding a farther row.
+CREATE OR REPLACE FUNCTION progressdb._fork_timeline_count(t progressdb.threads, after_seq bigint, before_seq bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    l record;
+    nearer text[] := '{}';
+    lowest bigint := 0;
+    gone bigint := 0;
+    n bigint;
+BEGIN
+    FOR l IN SELECT * FROM progressdb._fork_levels(t) ORDER BY 1 LOOP
+        lowest := l.own_lo;
+        SELECT count(*) INTO n FROM progressdb.messages m
+         WHERE m.thread = l.thread AND m.seq > greatest(l.own_lo, after_seq) AND m.seq <= l.own_hi
+           AND m.seq < before_seq AND m.deleted_ts IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM progressdb.fork_snapshots s WHERE s.fork = ANY (nearer) AND s.seq = m.seq);
+        gone := gone + n;
+        SELECT count(*) INTO n FROM progressdb.fork_snapshots s
+         WHERE s.fork = l.thread AND s.seq > greatest(l.snap_lo, after_seq) AND s.seq <= l.snap_hi
+           AND s.seq < before_seq AND s.msg->>'deleted_ts' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM progressdb.fork_snapshots o WHERE o.fork = ANY (nearer) AND o.seq = s.seq);
+        gone := gone + n;
+        nearer := nearer || l.thread;
+    END LOOP;
+    RETURN greatest(least(before_seq, t.last_seq + 1) - greatest(after_seq, lowest) - 1, 0) - gone;
 END
 $$;

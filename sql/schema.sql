@@ -79,6 +79,12 @@ CREATE INDEX messages_id_idx ON progressdb.messages (id);
 -- Replies to a message, in timeline order.
 CREATE INDEX messages_reply_idx ON progressdb.messages (thread, reply_to, seq)
     WHERE reply_to IS NOT NULL;
+-- 0.2.0, for the LLM context window (context.sql): a thread's system
+-- messages, and its deleted messages (counted, never read, by
+-- _timeline_count). Both are rare, so the indexes are small, and an append
+-- only evaluates their predicates.
+CREATE INDEX messages_system_idx ON progressdb.messages (thread, seq) WHERE role = 'system';
+CREATE INDEX messages_deleted_idx ON progressdb.messages (thread, seq) WHERE deleted_ts IS NOT NULL;
 
 -- Message rows stay inline in heap pages: a body that makes its row exceed
 -- the TOAST threshold (~2 kB) is compressed in place (lz4) and moved out of
@@ -247,6 +253,21 @@ SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_queue_qid_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.feed', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.feed_state', '');
 SELECT pg_catalog.pg_extension_config_dump('progressdb.webhook_progress', '');
+
+-- Token counts of message versions for the LLM context window (context.sql,
+-- src/context.rs): the tokens of a message version's mapped content in each
+-- tokenizer, NULL until context() first needs it. Filled lazily by
+-- context(), never by posts, so each version is tokenized once. Holds no
+-- text (encrypted threads included). Derived data: not dumped, recomputed
+-- on demand after a restore.
+CREATE TABLE progressdb.message_tokens (
+    thread      text    NOT NULL,
+    seq         bigint  NOT NULL,
+    version     integer NOT NULL,
+    o200k       integer,
+    cl100k      integer,
+    CONSTRAINT message_tokens_pkey PRIMARY KEY (thread, seq, version)
+);
 
 -- Input checks of identifiers, texts and limits are native: see src/checks.rs.
 CREATE FUNCTION progressdb._body(body jsonb) RETURNS jsonb

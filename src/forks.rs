@@ -380,4 +380,60 @@ mod tests {
             0
         );
     }
+
+    #[pg_test]
+    fn context_of_a_fork_reads_the_prefix_as_it_was() {
+        let sys =
+            json("SELECT progressdb.post_message('c', 'dev', '{\"text\":\"be terse\"}', 'system')");
+        let q = post("c", "alice", "question one");
+        let a = json(
+            "SELECT progressdb.post_message('c', 'bot', '{\"text\":\"answer one\"}', 'assistant')",
+        );
+        let gone = post("c", "alice", "deleted before the fork");
+        run(&format!("SELECT progressdb.delete_message('{gone}')"));
+        let a_id = a["id"].as_str().unwrap();
+        run(&format!(
+            "SELECT progressdb.fork_thread('c', '{a_id}', 'cf')"
+        ));
+        // After the fork: the source's system prompt and question change.
+        run(&format!(
+            "SELECT progressdb.edit_message('{}', '{{\"text\":\"be verbose\"}}')",
+            sys["id"].as_str().unwrap()
+        ));
+        run(&format!("SELECT progressdb.delete_message('{q}')"));
+        post("cf", "alice", "question two");
+        let ctx = json("SELECT progressdb.context('cf', 100000)");
+        let got: Vec<(String, String)> = ctx["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap().to_string(),
+                    m["content"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let want = [
+            ("system", "be terse"),
+            ("user", "question one"),
+            ("assistant", "answer one"),
+            ("user", "question two"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(ctx["dropped"], 0);
+        // One token short of everything: the oldest live message is dropped.
+        let all = ctx["tokens"].as_i64().unwrap();
+        let small = json(&format!("SELECT progressdb.context('cf', {})", all - 1));
+        assert_eq!(small["messages"].as_array().unwrap().len(), 3, "{small}");
+        assert_eq!(small["messages"][1]["content"], "answer one", "{small}");
+        assert_eq!(small["dropped"], 1, "{small}");
+        let src = json("SELECT progressdb.context('c', 100000)");
+        assert_eq!(src["messages"][0]["content"], "be verbose");
+        assert_eq!(src["messages"].as_array().unwrap().len(), 2);
+    }
 }

@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod chunk_codec;
 pub mod compaction;
+pub mod context;
 pub mod crypto;
 pub mod events;
 pub mod forks;

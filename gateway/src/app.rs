@@ -12,7 +12,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::config::Config;
-use crate::routes::{admin, docs, events, health, members, messages, read, search, sign, threads};
+use crate::routes::{
+    admin, context, docs, events, health, members, messages, read, search, sign, threads,
+};
 use crate::{auth, layers, metrics, AppState};
 
 /// One route: its path template and what each method does there.
@@ -70,6 +72,7 @@ fn keyed_routes() -> Vec<Route> {
         ),
         route("/v1/threads/{thread}/read", post(read::mark)),
         route("/v1/threads/{thread}/fork", post(threads::fork)),
+        route("/v1/threads/{thread}/context", get(context::get)),
         route("/v1/threads/{thread}/events", get(events::thread_events)),
         route("/v1/threads/{thread}/typing", post(events::typing)),
         route("/v1/events", get(events::user_events)),

@@ -264,6 +264,19 @@ fn authorization_matrix() {
             Some(json!({"message":"{m}"})),
             needs(Reader, 200),
         ),
+        // the LLM context window: whoever reads the thread, in both formats
+        case(
+            Method::GET,
+            "/v1/threads/{t}/context?max_tokens=1000",
+            None,
+            needs(Reader, 200),
+        ),
+        case(
+            Method::GET,
+            "/v1/threads/{t}/context?max_tokens=1000&format=anthropic&tokenizer=cl100k_base",
+            None,
+            needs(Reader, 200),
+        ),
         // the event feed: members read a thread's events (JSON form); every
         // identified caller reads their own feed; typing is for posters, and
         // always a user's (an admin key naming a non-member is refused)

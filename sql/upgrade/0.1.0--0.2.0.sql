@@ -356,3 +356,28 @@ CREATE FUNCTION progressdb._search_cursor_position(
 IMMUTABLE STRICT PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'search_cursor_position_wrapper';
+
+-- The LLM context window (context.sql, src/context.rs): token counts of
+-- message versions (derived, not dumped), and the partial indexes its reads
+-- use: a thread's system messages, its deleted messages.
+CREATE TABLE progressdb.message_tokens (
+    thread      text    NOT NULL,
+    seq         bigint  NOT NULL,
+    version     integer NOT NULL,
+    o200k       integer,
+    cl100k      integer,
+    CONSTRAINT message_tokens_pkey PRIMARY KEY (thread, seq, version)
+);
+CREATE INDEX messages_system_idx ON progressdb.messages (thread, seq) WHERE role = 'system';
+CREATE INDEX messages_deleted_idx ON progressdb.messages (thread, seq) WHERE deleted_ts IS NOT NULL;
+
+CREATE FUNCTION progressdb.context_text(
+	"thread" TEXT, /* Option < & str > */
+	"max_tokens" INT, /* Option < i32 > */
+	"actor" TEXT DEFAULT NULL, /* Option < & str > */
+	"format" TEXT DEFAULT 'openai', /* Option < & str > */
+	"tokenizer" TEXT DEFAULT 'o200k_base' /* Option < & str > */
+) RETURNS TEXT /* String */
+VOLATILE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'context_text_wrapper';

@@ -4,6 +4,7 @@
 //! gateway's job; every chat rule is the SQL function's.
 
 pub mod admin;
+pub mod context;
 pub mod docs;
 pub mod events;
 pub mod health;
