@@ -41,14 +41,11 @@ EDIT=10000
 NAME=pdbforks PORT=55437 SHARED=256MB
 # shellcheck source=bench/lib/cluster.sh
 . "$BENCH_DIR/lib/cluster.sh"
-OUT_AUTO=0
 if [ -z "$OUT" ]; then
   if [ "$SMOKE" = 1 ]; then OUT=$(mktemp -d /tmp/pdbforks-smoke-out.XXXXXX); OUT_AUTO=1; else OUT=$BENCH_DIR; fi
 fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-smoke_out_cleanup() { local rc=$?; [ "$OUT_AUTO" = 1 ] && { [ "$rc" = 0 ] && rm -rf "$OUT" || log "smoke results kept in $OUT"; }; cluster_cleanup; }
-trap smoke_out_cleanup EXIT
 
 log "forks bench: $COMMAND"
 start_cluster

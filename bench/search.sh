@@ -45,49 +45,11 @@ SEARCHER_THREADS=100
 SEED=0.42 SKEW=2.5     # as bench/run.sh: the same data
 NPROC=$(nproc)
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-die() { log "FATAL: $*" >&2; exit 1; }
-
-WORK="" CHILD="" PGDATA="" OUT_AUTO=0
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  if [ -n "$CHILD" ]; then
-    pkill -TERM -P "$CHILD" 2>/dev/null
-    kill "$CHILD" 2>/dev/null; wait "$CHILD" 2>/dev/null
-  fi
-  if [ -n "$PGDATA" ] && [ -f "$PGDATA/postmaster.pid" ]; then
-    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate -w -t 30 stop >/dev/null 2>&1
-  fi
-  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-    if [ "$KEEP" = 1 ]; then log "kept $WORK (cluster data, raw logs)"; else rm -rf "$WORK"; fi
-  fi
-  if [ "$OUT_AUTO" = 1 ] && [ -n "$OUT" ] && [ -d "$OUT" ]; then
-    if [ "$rc" = 0 ] && [ "$KEEP" = 0 ]; then rm -rf "$OUT"; else log "smoke results kept in $OUT"; fi
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Runs a command in the background and waits, so that a signal reaches the
-# trap at once and the trap can stop the command.
-run() { "$@" & CHILD=$!; local rc=0; wait "$CHILD" || rc=$?; CHILD=""; return "$rc"; }
+NAME=pdbsearchbench PORT=55437 MAX_WAL=8GB PSQL_TIMEOUT=3600
+# shellcheck source=bench/lib/cluster.sh
+. "$BENCH_DIR/lib/cluster.sh"
 STARTED=$(date +%s)
-
-for b in initdb pg_ctl psql pgbench postgres; do
-  [ -x "$PGBIN/$b" ] || die "$PGBIN/$b missing (install postgresql-15 or set PROGRESSDB_PG_BIN)"
-done
-[ -f "$("$PGBIN/pg_config" --sharedir)/extension/progressdb.control" ] ||
-  die "the progressdb extension is not installed in $("$PGBIN/pg_config" --sharedir) (cargo pgrx install --release)"
-
-WORK=$(mktemp -d /tmp/pdbsearchbench.XXXXXX)
-chmod 755 "$WORK"
-RAW=$WORK/raw
-mkdir -p "$RAW"
+make_work
 RUNS=$RAW/search.jsonl
 : > "$RUNS"
 if [ -z "$OUT" ]; then
@@ -104,34 +66,8 @@ META=$RAW/meta.json
 log "search bench: $COMMAND  (work dir $WORK, results -> $OUT)"
 
 # ------------------------------------------------------------------ cluster
-PORT=55437   # names the unix socket only; the server has no TCP listener
-PGDATA=$WORK/data
-SOCK=$WORK/run
-mkdir -p "$SOCK"
-chown -R postgres:postgres "$WORK" 2>/dev/null || true
+start_cluster
 chmod 777 "$RAW"
-as_pg "$PGBIN/initdb" -D "$PGDATA" --auth=trust -U postgres -E UTF8 --locale=C.UTF-8 > "$RAW/initdb.log" 2>&1 ||
-  die "initdb failed: $(tail -3 "$RAW/initdb.log")"
-cat >> "$PGDATA/postgresql.conf" <<EOF
-
-# --- bench/search.sh ---
-listen_addresses = ''
-port = $PORT
-unix_socket_directories = '$SOCK'
-max_connections = 50
-shared_buffers = $SHARED
-synchronous_commit = on
-max_wal_size = 8GB
-checkpoint_timeout = 30min
-autovacuum = off
-jit = off
-EOF
-as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/server.log" -w -t 120 start > /dev/null ||
-  die "server failed to start: $(tail -5 "$WORK/server.log")"
-PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres)
-psql_db() { timeout 3600 "${PSQL[@]}" -d bench "$@"; }
-"${PSQL[@]}" -d postgres -c "CREATE DATABASE bench" || die "createdb failed"
-psql_db -c "CREATE EXTENSION progressdb" || die "CREATE EXTENSION progressdb failed"
 [ "$(psql_db -At -c "SELECT to_regproc('progressdb.search') IS NOT NULL")" = t ] ||
   die "progressdb.search() does not exist: the installed extension predates search (0.2)"
 
