@@ -234,6 +234,17 @@ BEGIN
 END
 $$;
 
+-- The rows of message id `msg_id` (one, or none), found by messages_id_idx
+-- alone. (With the thread in the same WHERE clause, a planner without
+-- statistics of a growing table -- an import -- may AND in the thread's
+-- whole primary-key range, one scan of the thread per record.) The
+-- subquery is not flattened (OFFSET 0), so the caller's thread test stays
+-- outside it.
+CREATE FUNCTION progressdb._import_rows_of(msg_id text) RETURNS SETOF progressdb.messages
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM (SELECT * FROM progressdb.messages m WHERE m.id = msg_id OFFSET 0) x
+$$;
+
 -- The thread of a member, message or reaction record, locked (member
 -- counts, seq allocation); P0002 when its thread record was not imported.
 CREATE FUNCTION progressdb._import_thread_row(thread_id text) RETURNS progressdb.threads
@@ -334,7 +345,7 @@ BEGIN
         SELECT mm.seq FROM progressdb.messages mm WHERE mm.thread = tid AND mm.ts <= joined
          ORDER BY mm.seq DESC LIMIT 1) m;
     SELECT greatest(js, coalesce(max(mm.seq), 0)) INTO rs
-      FROM progressdb.messages mm WHERE mm.thread = tid AND mm.id = read_id;
+      FROM progressdb._import_rows_of(read_id) mm WHERE mm.thread = tid;
     IF old.user_id IS NOT NULL THEN
         UPDATE progressdb.thread_members mm
            SET role = new_role, joined_ts = joined, joined_seq = js, added_by = by_user,
@@ -416,7 +427,7 @@ BEGIN
     END LOOP;
 
     t := progressdb._import_thread_row(tid);
-    IF EXISTS (SELECT 1 FROM progressdb.messages m WHERE m.id = mid AND m.thread = tid) THEN
+    IF EXISTS (SELECT 1 FROM progressdb._import_rows_of(mid) m WHERE m.thread = tid) THEN
         RETURN 'exists';
     END IF;
     s := t.last_seq + 1;
@@ -466,7 +477,7 @@ DECLARE
     m progressdb.messages;
 BEGIN
     reaction := progressdb._text('reaction', reaction, 64);
-    SELECT * INTO m FROM progressdb.messages mm WHERE mm.id = mid AND mm.thread = tid;
+    SELECT * INTO m FROM progressdb._import_rows_of(mid) mm WHERE mm.thread = tid;
     IF NOT FOUND THEN
         RETURN 'skipped';
     END IF;
