@@ -15,8 +15,8 @@
 -- encrypted thread is opened on export (by the service, or by a reader of
 -- it) and sealed again under the importing thread's own key on import.
 --
--- The export functions are plain SQL functions whose timeline part is one
--- index range scan in seq order, so a caller fetching from a cursor (the
+-- The export functions are plain SQL functions whose timeline part walks
+-- the primary key in seq order, so a caller fetching from a cursor (the
 -- gateway) receives the records as they are read: memory stays flat
 -- whatever the thread's size. A fork's timeline spans threads and is read
 -- in batches of 1,000 (_export_fork_rows; collected by PostgreSQL, spilling
@@ -98,11 +98,30 @@ $$;
 -- deleted_ts), as include_deleted pages show them to readers. A fork's
 -- timeline is exported as the fork shows it, shared prefix included, with
 -- forked_from in the thread record.
+--
+-- The timeline is walked one row at a time (each step the next seq: one
+-- primary-key probe, ORDER BY seq LIMIT 1), not read as one range: no
+-- statistics, however stale (a thread just imported), can then turn it
+-- into a bitmap scan and a sort of the whole thread before the first row.
+-- (The walked rows pass through the CTE's tuplestore: memory is bounded by
+-- work_mem, beyond it a temporary file.)
 CREATE FUNCTION progressdb.export_thread(thread text, actor text DEFAULT NULL) RETURNS SETOF jsonb
 LANGUAGE sql STABLE AS $$
-    WITH t AS MATERIALIZED (
+    WITH RECURSIVE t AS MATERIALIZED (
         SELECT x AS th, progressdb._authorize(x, export_thread.actor, 'read') AS vis
-          FROM progressdb._thread_for(export_thread.thread, export_thread.actor, 'read') x)
+          FROM progressdb._thread_for(export_thread.thread, export_thread.actor, 'read') x),
+    walk(m) AS (
+        (SELECT first.row1 FROM t CROSS JOIN LATERAL (
+             SELECT row1 FROM progressdb.messages row1
+              WHERE row1.thread = (t.th).id AND row1.seq > t.vis
+              ORDER BY row1.seq LIMIT 1) first
+          WHERE (t.th).fork_of IS NULL)
+        UNION ALL
+        -- (row_n, not m: a bare m would name walk's column, not the table)
+        (SELECT nxt.row_n FROM walk w CROSS JOIN LATERAL (
+             SELECT row_n FROM progressdb.messages row_n
+              WHERE row_n.thread = (w.m).thread AND row_n.seq > (w.m).seq
+              ORDER BY row_n.seq LIMIT 1) nxt))
     SELECT progressdb._export_thread_record(t.th) FROM t
     UNION ALL
     SELECT mem.rec FROM t CROSS JOIN LATERAL (
@@ -112,12 +131,7 @@ LANGUAGE sql STABLE AS $$
          WHERE mm.thread = (t.th).id
          ORDER BY mm.user_id) mem
     UNION ALL
-    SELECT msg.rec FROM t CROSS JOIN LATERAL (
-        SELECT progressdb._export_message_record((t.th).id, m) AS rec
-          FROM progressdb.messages m
-         WHERE m.thread = (t.th).id AND m.seq > t.vis
-         ORDER BY m.seq) msg
-     WHERE (t.th).fork_of IS NULL
+    SELECT progressdb._export_message_record((w.m).thread, w.m) FROM walk w
     UNION ALL
     SELECT progressdb._export_message_record((t.th).id, f)
       FROM t CROSS JOIN LATERAL progressdb._export_fork_rows(t.th, t.vis) f
