@@ -83,8 +83,8 @@ BEGIN
     -- Thread events (thread.updated/deleted) carry the thread document, whose
     -- last_message may be one of them: in this thread or in a fork of it.
     UPDATE progressdb.feed f SET data = (f.data::jsonb - 'last_message')::text
-     WHERE f.thread IN (SELECT progressdb._thread_and_forks(thread_id)) AND f.type LIKE 'thread.%'
-       AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
+     WHERE f.thread IN (SELECT progressdb._thread_and_forks(thread_id)) AND f.seq IS NULL
+       AND f.type LIKE 'thread.%' AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
     -- The queue has no index (see schema.sql): one pass for both kinds.
     UPDATE progressdb.feed_queue f
        SET data = CASE WHEN f.type LIKE 'thread.%' THEN (f.data::jsonb - 'last_message')::text
@@ -190,8 +190,8 @@ BEGIN
      WHERE f.thread = t.id;
     IF gone_ids IS NOT NULL THEN
         UPDATE progressdb.feed f SET data = (f.data::jsonb - 'last_message')::text
-         WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.type LIKE 'thread.%'
-           AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
+         WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.seq IS NULL
+           AND f.type LIKE 'thread.%' AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
         UPDATE progressdb.feed_queue f SET data = (f.data::jsonb - 'last_message')::text
          WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.type LIKE 'thread.%'
            AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);

@@ -391,6 +391,8 @@ ALTER TABLE progressdb.threads
     ADD COLUMN retention interval,
     ADD COLUMN legal_hold boolean NOT NULL DEFAULT false;
 CREATE INDEX threads_retention_idx ON progressdb.threads (id) WHERE retention IS NOT NULL;
+-- The events of one message, for purges (schema.sql).
+CREATE INDEX feed_message_idx ON progressdb.feed (thread, seq);
 
 -- ===== sql/render.sql =====
 -- The Message document, rendered by one function (src/render.rs) from a
@@ -3278,8 +3280,8 @@ BEGIN
     -- Thread events (thread.updated/deleted) carry the thread document, whose
     -- last_message may be one of them: in this thread or in a fork of it.
     UPDATE progressdb.feed f SET data = (f.data::jsonb - 'last_message')::text
-     WHERE f.thread IN (SELECT progressdb._thread_and_forks(thread_id)) AND f.type LIKE 'thread.%'
-       AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
+     WHERE f.thread IN (SELECT progressdb._thread_and_forks(thread_id)) AND f.seq IS NULL
+       AND f.type LIKE 'thread.%' AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
     -- The queue has no index (see schema.sql): one pass for both kinds.
     UPDATE progressdb.feed_queue f
        SET data = CASE WHEN f.type LIKE 'thread.%' THEN (f.data::jsonb - 'last_message')::text
@@ -3385,8 +3387,8 @@ BEGIN
      WHERE f.thread = t.id;
     IF gone_ids IS NOT NULL THEN
         UPDATE progressdb.feed f SET data = (f.data::jsonb - 'last_message')::text
-         WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.type LIKE 'thread.%'
-           AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
+         WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.seq IS NULL
+           AND f.type LIKE 'thread.%' AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
         UPDATE progressdb.feed_queue f SET data = (f.data::jsonb - 'last_message')::text
          WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.type LIKE 'thread.%'
            AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
