@@ -55,6 +55,7 @@ bash bench/events.sh --smoke
 bash bench/forks.sh --smoke
 bash bench/search.sh --smoke
 bash bench/context.sh --smoke
+bash bench/lifecycle.sh --smoke
 bash bench/export.sh --smoke
 
 step "lint"

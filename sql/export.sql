@@ -346,6 +346,7 @@ DECLARE
     rs bigint;
 BEGIN
     new_role := progressdb._member_role(new_role);
+    PERFORM progressdb._share_user(usr);
     t := progressdb._import_thread_row(tid);
     SELECT * INTO old FROM progressdb.thread_members mm WHERE mm.thread = tid AND mm.user_id = usr;
     IF FOUND AND (old.role = new_role AND old.joined_ts = joined AND old.added_by IS NOT DISTINCT FROM by_user
@@ -440,6 +441,7 @@ BEGIN
         END IF;
     END LOOP;
 
+    PERFORM progressdb._share_user(msg_author);   -- not while the author is being erased (lifecycle.sql)
     t := progressdb._import_thread_row(tid);
     IF EXISTS (SELECT 1 FROM progressdb._import_rows_of(mid) m WHERE m.thread = tid) THEN
         RETURN 'exists';
@@ -491,6 +493,7 @@ DECLARE
     m progressdb.messages;
 BEGIN
     reaction := progressdb._text('reaction', reaction, 64);
+    PERFORM progressdb._share_user(who);
     SELECT * INTO m FROM progressdb._import_rows_of(mid) mm WHERE mm.thread = tid;
     IF NOT FOUND THEN
         RETURN 'skipped';

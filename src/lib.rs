@@ -18,6 +18,7 @@ pub mod export;
 pub mod forks;
 pub mod guc;
 pub mod ids;
+pub mod lifecycle;
 pub mod members;
 pub mod messages;
 pub mod reactions;

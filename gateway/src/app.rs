@@ -81,6 +81,7 @@ fn keyed_routes() -> Vec<Route> {
         route("/admin/health", get(admin::health)),
         route("/admin/stats", get(admin::stats)),
         route("/admin/threads", get(admin::threads)),
+        route("/admin/users/{user}", delete(admin::erase_user)),
         route("/admin/users/{user}/export", get(export::user)),
         route("/metrics", get(admin::metrics)),
     ];
