@@ -57,8 +57,14 @@ def expected(m):
             {"id": tc["id"], "name": tc["name"], "args": tc["args"]}
             for tc in m.tool_calls
         ]
+    elif isinstance(m, AIMessage) and "function_call" in m.additional_kwargs:
+        fc = m.additional_kwargs["function_call"]
+        # "*": an id the importer makes up; the answer must carry the same.
+        e["tool_calls"] = [{"id": "*", "name": fc["name"], "args": json.loads(fc["arguments"])}]
     if isinstance(m, ToolMessage):
         e["tool_call_id"] = m.tool_call_id
+    if isinstance(m, FunctionMessage):
+        e["tool_call_id"] = "*"
     if m.name is not None:
         e["name"] = m.name
     return e
@@ -106,6 +112,11 @@ def main():
                 {"name": "lookup", "args": {"q": "capital of Norway"}, "id": "call_l1"},
             ]),
             ToolMessage(content="Oslo", tool_call_id="call_l1"),
+            # The legacy function-calling pair: the call is in
+            # additional_kwargs, and the answer carries no call id.
+            AIMessage(content="", additional_kwargs={
+                "function_call": {"name": "legacy_lookup", "arguments": '{"q": "Oslo"}'},
+            }),
             FunctionMessage(name="legacy_lookup", content="Oslo (legacy)"),
             AIMessage(content="Oslo.", name="oracle"),
         ]),
