@@ -147,7 +147,11 @@ fn import_from_langchain_postgres() {
         .arg(table)
         .output()
         .expect("run fill.py");
-    assert!(fill.status.success(), "fill.py failed: {}", output_text(&fill));
+    assert!(
+        fill.status.success(),
+        "fill.py failed: {}",
+        output_text(&fill)
+    );
     let summary: Value = serde_json::from_slice(&fill.stdout).expect("fill.py prints JSON");
     let sessions = summary["sessions"].as_array().unwrap();
     let total = summary["message_count"].as_u64().unwrap();
@@ -174,7 +178,10 @@ fn import_from_langchain_postgres() {
     let stats = |g: &Gateway| {
         let (s, v) = send(g.req(Method::GET, "/admin/stats", Some(ADMIN)));
         assert_eq!(s, 200, "{v}");
-        (v["threads"].as_u64().unwrap(), v["messages"].as_u64().unwrap())
+        (
+            v["threads"].as_u64().unwrap(),
+            v["messages"].as_u64().unwrap(),
+        )
     };
     assert_eq!(stats(&g), (sessions.len() as u64, total));
 
@@ -249,7 +256,11 @@ fn import_from_langchain_postgres() {
 
     // Again: everything is found and skipped, nothing duplicated.
     let second = import(&db, &url, table);
-    assert!(second.status.success(), "second import: {}", output_text(&second));
+    assert!(
+        second.status.success(),
+        "second import: {}",
+        output_text(&second)
+    );
     assert_eq!(stats(&g), (sessions.len() as u64, total));
     assert_eq!(read_back(&g), ids);
 

@@ -123,8 +123,8 @@ fn non_empty_array(v: Option<&Value>) -> Option<&Vec<Value>> {
 /// The `message` record of a row. `state` is the row's session's.
 pub fn message_record(row: &Row, state: &mut SessionState) -> Result<Value, String> {
     let at = |e: String| format!("row {} (session {}): {e}", row.id, row.session);
-    let doc: Value = serde_json::from_str(&row.message)
-        .map_err(|e| at(format!("message is not JSON: {e}")))?;
+    let doc: Value =
+        serde_json::from_str(&row.message).map_err(|e| at(format!("message is not JSON: {e}")))?;
     let kind = doc
         .get("type")
         .and_then(Value::as_str)
@@ -137,7 +137,9 @@ pub fn message_record(row: &Row, state: &mut SessionState) -> Result<Value, Stri
     let mut body = Map::new();
     body.insert(
         "content".into(),
-        data.get("content").cloned().unwrap_or(Value::String(String::new())),
+        data.get("content")
+            .cloned()
+            .unwrap_or(Value::String(String::new())),
     );
     let extra = data.get("additional_kwargs").and_then(Value::as_object);
     if role == "assistant" {
@@ -457,17 +459,35 @@ mod tests {
     #[test]
     fn roles_of_every_type() {
         let cases = [
-            (r#"{"data": {"id": null, "name": null, "type": "system", "content": "sys", "additional_kwargs": {}, "response_metadata": {}}, "type": "system"}"#, "system"),
-            (r#"{"data": {"id": null, "name": null, "type": "ai", "content": "ok", "tool_calls": [], "usage_metadata": null, "additional_kwargs": {}, "response_metadata": {}, "invalid_tool_calls": []}, "type": "ai"}"#, "assistant"),
-            (r#"{"data": {"id": null, "name": null, "role": "developer", "type": "chat", "content": "Answer in one word.", "additional_kwargs": {}, "response_metadata": {}}, "type": "chat"}"#, "developer"),
-            (r#"{"data": {"id": null, "name": "legacy_lookup", "type": "function", "content": "Oslo (legacy)", "additional_kwargs": {}, "response_metadata": {}}, "type": "function"}"#, "tool"),
-            (r#"{"data": {"content": "chunk", "type": "AIMessageChunk", "tool_calls": [], "tool_call_chunks": []}, "type": "AIMessageChunk"}"#, "assistant"),
+            (
+                r#"{"data": {"id": null, "name": null, "type": "system", "content": "sys", "additional_kwargs": {}, "response_metadata": {}}, "type": "system"}"#,
+                "system",
+            ),
+            (
+                r#"{"data": {"id": null, "name": null, "type": "ai", "content": "ok", "tool_calls": [], "usage_metadata": null, "additional_kwargs": {}, "response_metadata": {}, "invalid_tool_calls": []}, "type": "ai"}"#,
+                "assistant",
+            ),
+            (
+                r#"{"data": {"id": null, "name": null, "role": "developer", "type": "chat", "content": "Answer in one word.", "additional_kwargs": {}, "response_metadata": {}}, "type": "chat"}"#,
+                "developer",
+            ),
+            (
+                r#"{"data": {"id": null, "name": "legacy_lookup", "type": "function", "content": "Oslo (legacy)", "additional_kwargs": {}, "response_metadata": {}}, "type": "function"}"#,
+                "tool",
+            ),
+            (
+                r#"{"data": {"content": "chunk", "type": "AIMessageChunk", "tool_calls": [], "tool_call_chunks": []}, "type": "AIMessageChunk"}"#,
+                "assistant",
+            ),
         ];
         for (m, role) in cases {
             let r = convert(1, m);
             assert_eq!(r["role"], role, "{m}");
             assert_eq!(r["author"], role, "{m}");
-            assert!(r["body"]["tool_calls"].is_null(), "no empty tool_calls: {m}");
+            assert!(
+                r["body"]["tool_calls"].is_null(),
+                "no empty tool_calls: {m}"
+            );
         }
     }
 
@@ -519,7 +539,10 @@ mod tests {
             4,
             r#"{"data": {"id": null, "name": null, "type": "human", "content": "Grüße aus Köln 👋 — 東京はどう? brimblewick", "additional_kwargs": {}, "response_metadata": {}}, "type": "human"}"#,
         );
-        assert_eq!(u["body"]["content"], "Grüße aus Köln 👋 — 東京はどう? brimblewick");
+        assert_eq!(
+            u["body"]["content"],
+            "Grüße aus Köln 👋 — 東京はどう? brimblewick"
+        );
     }
 
     #[test]
@@ -540,7 +563,8 @@ mod tests {
     fn legacy_calls_in_additional_kwargs() {
         // OpenAI-form calls kept only in additional_kwargs pass as they are.
         let tc = json!([{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]);
-        let m = json!({"type": "ai", "data": {"content": "", "additional_kwargs": {"tool_calls": tc}}});
+        let m =
+            json!({"type": "ai", "data": {"content": "", "additional_kwargs": {"tool_calls": tc}}});
         let r = convert(3, &m.to_string());
         assert_eq!(r["body"]["tool_calls"], tc);
 
@@ -578,8 +602,14 @@ mod tests {
             ("not json", "not JSON"),
             (r#"{"data": {}}"#, "no \"type\""),
             (r#"{"type": "human"}"#, "no \"data\""),
-            (r#"{"type": "robot", "data": {"content": "x"}}"#, "unknown LangChain message type"),
-            (r#"{"type": "chat", "data": {"content": "x"}}"#, "without a role"),
+            (
+                r#"{"type": "robot", "data": {"content": "x"}}"#,
+                "unknown LangChain message type",
+            ),
+            (
+                r#"{"type": "chat", "data": {"content": "x"}}"#,
+                "without a role",
+            ),
         ] {
             let e = message_record(&row(77, m), &mut SessionState::default()).unwrap_err();
             assert!(e.contains("row 77") && e.contains(want), "{m}: {e}");
