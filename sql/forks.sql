@@ -194,12 +194,14 @@ $$;
 -- Copy-on-write: before a source row shared by forks changes or goes, each
 -- fork that shares it and has no snapshot of it yet saves it as it is (the
 -- first snapshot is the row as it was at fork time; later ones are no-ops).
--- Re-sealing under a new key (rotate_thread_key) is not a change.
+-- Re-sealing under a new key (rotate_thread_key) is not a change, and a
+-- purge (lifecycle.sql) removes every copy instead.
 CREATE FUNCTION progressdb._snapshot_for_forks() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM progressdb.threads f WHERE f.fork_of = OLD.thread AND f.fork_seq >= OLD.seq)
-       AND current_setting('progressdb.reencrypting', true) IS DISTINCT FROM 'on' THEN
+       AND current_setting('progressdb.reencrypting', true) IS DISTINCT FROM 'on'
+       AND current_setting('progressdb.purging', true) IS DISTINCT FROM 'on' THEN
         INSERT INTO progressdb.fork_snapshots AS s (fork, seq, source, taken_ts, msg)
         SELECT f.id, OLD.seq, OLD.thread, progressdb.now_ns(), to_jsonb(OLD)
           FROM progressdb.threads f

@@ -48,6 +48,9 @@ $$;
 -- admins         owner      (add/remove/change admins and owners)
 -- history        owner      (change the history setting)
 -- delete_thread  owner
+-- purge          admin      (hard delete of a message, lifecycle.sql)
+-- purge_thread   owner      (hard delete of the thread)
+-- lifecycle      owner      (retention, legal hold)
 CREATE FUNCTION progressdb._authorize(t progressdb.threads, actor text, action text,
                                       target_author text DEFAULT NULL)
 RETURNS bigint
@@ -73,6 +76,9 @@ BEGIN
         WHEN 'admins' THEN 4
         WHEN 'history' THEN 4
         WHEN 'delete_thread' THEN 4
+        WHEN 'purge' THEN 3
+        WHEN 'purge_thread' THEN 4
+        WHEN 'lifecycle' THEN 4
     END;
     IF need IS NULL THEN
         RAISE EXCEPTION 'progressdb._authorize: unknown action %', action;
@@ -92,6 +98,9 @@ BEGIN
                 WHEN 'members' THEN 'manage the members of'
                 WHEN 'admins' THEN 'manage the admins and owners of'
                 WHEN 'history' THEN 'change the history setting of'
+                WHEN 'purge' THEN 'purge messages of'
+                WHEN 'purge_thread' THEN 'purge'
+                WHEN 'lifecycle' THEN 'change the retention or legal hold of'
                 ELSE 'delete'
             END, t.id);
     END IF;

@@ -115,6 +115,8 @@ BEGIN
             MESSAGE = format('user %s may not post as %s', actor, author);
     END IF;
     PERFORM progressdb._acting(author);
+    -- An erasure of the author waits for this post, or this post for it (lifecycle.sql).
+    PERFORM progressdb._share_user(author);
     thread_id := progressdb._ident('thread id', thread_id);
     IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';

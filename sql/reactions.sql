@@ -11,6 +11,7 @@ DECLARE
 BEGIN
     identity := progressdb._ident('identity', identity);
     reaction := progressdb._text('reaction', reaction, 64);
+    PERFORM progressdb._share_user(identity);   -- see erase_user (lifecycle.sql)
     m := progressdb._message_access(add_reaction.id, in_thread, false, actor, 'react');
     m := progressdb._lock_message(m);
     PERFORM progressdb._acting(actor);

@@ -35,6 +35,11 @@ CREATE TABLE progressdb.threads (
     fork_seq    bigint,
     fork_lo     bigint,
     fork_ts     bigint,
+    -- lifecycle (lifecycle.sql): how long messages are kept (NULL: the
+    -- server's progressdb.retention; a zero interval: forever), and a legal
+    -- hold that stops every purge
+    retention   interval,
+    legal_hold  boolean NOT NULL DEFAULT false,
     CONSTRAINT threads_pkey PRIMARY KEY (id),
     CONSTRAINT threads_id_length CHECK (length(id) BETWEEN 1 AND 128),
     CONSTRAINT threads_history CHECK (history IN ('shared', 'joined')),
@@ -49,6 +54,9 @@ CREATE TABLE progressdb.threads (
 -- A source's forks, for the copy-on-write check every change of a message
 -- makes (forks.sql). fork_of never changes, so appends stay HOT updates.
 CREATE INDEX threads_fork_of_idx ON progressdb.threads (fork_of, fork_seq) WHERE fork_of IS NOT NULL;
+-- Threads with a retention of their own, for the retention worker
+-- (lifecycle.sql). Appends never change retention: they stay HOT updates.
+CREATE INDEX threads_retention_idx ON progressdb.threads (id) WHERE retention IS NOT NULL;
 
 -- Numbers default titles ("New Thread #<n>").
 CREATE SEQUENCE progressdb.thread_number_seq;

@@ -41,6 +41,13 @@ BEGIN
     IF t.encrypted THEN
         doc := doc || '{"encrypted": true}'::jsonb;
     END IF;
+    IF t.retention IS NOT NULL THEN
+        doc := doc || jsonb_build_object('retention',
+                                         CASE WHEN t.retention = interval '0' THEN 'off' ELSE t.retention::text END);
+    END IF;
+    IF t.legal_hold THEN
+        doc := doc || '{"legal_hold": true}'::jsonb;
+    END IF;
     IF t.fork_of IS NULL THEN
         SELECT * INTO last FROM progressdb.messages m
          WHERE m.thread = t.id AND m.seq > progressdb._visible_after(t, mem) AND m.deleted_ts IS NULL
@@ -233,17 +240,24 @@ BEGIN
 END
 $$;
 
--- Renames, sets metadata (replacing it) and/or the history setting; NULL
--- leaves a field unchanged.
+-- Renames, sets metadata (replacing it), the history setting, retention
+-- ('30 days', 'off' or 'default': see lifecycle.sql) and/or the legal hold;
+-- NULL leaves a field unchanged. Retention and hold are the owners'.
 CREATE FUNCTION progressdb.update_thread(id text, title text, actor text DEFAULT NULL,
-                                         metadata jsonb DEFAULT NULL, history text DEFAULT NULL)
+                                         metadata jsonb DEFAULT NULL, history text DEFAULT NULL,
+                                         retention text DEFAULT NULL, legal_hold boolean DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     t progressdb.threads;
+    keep interval;
 BEGIN
-    IF title IS NULL AND metadata IS NULL AND history IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'title, metadata or history is required';
+    IF title IS NULL AND metadata IS NULL AND history IS NULL AND retention IS NULL AND legal_hold IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004',
+            MESSAGE = 'title, metadata, history, retention or legal_hold is required';
+    END IF;
+    IF retention IS NOT NULL AND lower(btrim(retention)) <> 'default' THEN
+        keep := progressdb._retention(retention);
     END IF;
     IF title IS NOT NULL THEN
         title := progressdb._text('title', title, 512);
@@ -257,12 +271,17 @@ BEGIN
     IF history IS NOT NULL THEN
         PERFORM progressdb._authorize(t, actor, 'history');
     END IF;
+    IF retention IS NOT NULL OR legal_hold IS NOT NULL THEN
+        PERFORM progressdb._authorize(t, actor, 'lifecycle');
+    END IF;
     PERFORM progressdb._acting(actor);
     UPDATE progressdb.threads th
        SET title = coalesce(update_thread.title, th.title),
            slug = progressdb.slugify(coalesce(update_thread.title, th.title), th.id),
            metadata = coalesce(update_thread.metadata, th.metadata),
            history = coalesce(update_thread.history, th.history),
+           retention = CASE WHEN update_thread.retention IS NULL THEN th.retention ELSE keep END,
+           legal_hold = coalesce(update_thread.legal_hold, th.legal_hold),
            updated_ts = progressdb.now_ns()
      WHERE th.id = t.id
     RETURNING th.* INTO t;

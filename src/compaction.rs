@@ -1,6 +1,7 @@
 //! Timeline clustering: `compact()` and the chunk reads (SQL in
-//! `sql/compaction.sql`), and the background worker that runs `compact()`
-//! when the library is preloaded.
+//! `sql/compaction.sql`), and the background worker that runs `compact()`,
+//! the event feed's upkeep and retention (`apply_retention`,
+//! sql/lifecycle.sql) when the library is preloaded.
 
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub extern "C-unwind" fn progressdb_compactor_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = guc::setting_string(&guc::COMPACTION_DATABASE).unwrap_or_else(|| "postgres".into());
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    // Where the retention scan of threads goes on from (None: the start).
+    let mut retention_from: Option<String> = None;
     loop {
         let interval = guc::COMPACTION_INTERVAL.get();
         let nap = Duration::from_secs(if interval > 0 { interval as u64 } else { 60 });
@@ -67,6 +70,55 @@ pub extern "C-unwind" fn progressdb_compactor_main(_arg: pg_sys::Datum) {
         // The event feed (sql/events.sql): number what readers have not yet,
         // and apply its retention, a batch per round.
         BackgroundWorker::transaction(maintain_feed);
+        apply_retention(&mut retention_from);
+    }
+}
+
+/// Retention batches per round at most; each is its own short transaction
+/// purging at most RETENTION_BATCH messages, so appends to the threads
+/// concerned never wait for more than one small batch.
+const MAX_RETENTION_BATCHES_PER_ROUND: usize = 200;
+const RETENTION_BATCH: i32 = 500;
+
+/// One retention round: batches until nothing is left to purge and the
+/// scan of threads went round once; the counts go to the server log.
+fn apply_retention(from: &mut Option<String>) {
+    let (mut aged, mut deleted, mut threads) = (0i64, 0i64, 0i64);
+    for _ in 0..MAX_RETENTION_BATCHES_PER_ROUND {
+        let r = BackgroundWorker::transaction(|| retention_batch(from.as_deref()));
+        let Some(r) = r else { break };
+        let n = |k: &str| r.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
+        let batch = n("messages") + n("deleted") + n("threads");
+        aged += n("messages");
+        deleted += n("deleted");
+        threads += n("threads");
+        *from = r.get("next").and_then(|v| v.as_str()).map(str::to_owned);
+        if (batch == 0 && from.is_none()) || BackgroundWorker::sigterm_received() {
+            break;
+        }
+    }
+    if aged + deleted + threads > 0 {
+        log!(
+            "progressdb: retention purged {aged} messages past their thread's retention, \
+             {deleted} deleted messages and {threads} deleted threads"
+        );
+    }
+}
+
+fn retention_batch(from: Option<&str>) -> Option<serde_json::Value> {
+    if !extension_installed() {
+        return None;
+    }
+    match Spi::get_one_with_args::<pgrx::JsonB>(
+        "SELECT progressdb.apply_retention($1, from_thread => $2)",
+        &[RETENTION_BATCH.into(), from.into()],
+    ) {
+        Ok(Some(j)) => Some(j.0),
+        Ok(None) => None,
+        Err(e) => {
+            warning!("progressdb: retention failed: {e}");
+            None
+        }
     }
 }
 

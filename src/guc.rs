@@ -31,7 +31,32 @@ pub static COMPACTION_DATABASE: GucSetting<Option<CString>> =
 pub static EVENT_RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"30 days"));
 
+/// How long messages are kept unless their thread says otherwise (an
+/// interval, or 'off'); read by `progressdb.apply_retention()` (sql/lifecycle.sql).
+pub static RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"off"));
+/// How long soft-deleted messages and threads are kept before they are
+/// purged (an interval, or 'off').
+pub static PURGE_DELETED_AFTER: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"off"));
+
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"progressdb.retention",
+        c"How long messages are kept: an interval such as '90 days', or 'off' (the default).",
+        c"A thread's own retention setting wins; threads under legal hold are never purged. Applied by the background worker.",
+        &RETENTION,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"progressdb.purge_deleted_after",
+        c"Soft-deleted messages and threads are purged this long after their deletion: an interval, or 'off' (the default).",
+        c"Threads under legal hold are never purged. Applied by the background worker.",
+        &PURGE_DELETED_AFTER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"progressdb.event_retention",
         c"How long the event feed keeps events: an interval such as '30 days', or 'forever'.",

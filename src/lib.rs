@@ -17,6 +17,7 @@ pub mod events;
 pub mod forks;
 pub mod guc;
 pub mod ids;
+pub mod lifecycle;
 pub mod members;
 pub mod messages;
 pub mod reactions;

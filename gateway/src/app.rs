@@ -80,6 +80,7 @@ fn keyed_routes() -> Vec<Route> {
         route("/admin/health", get(admin::health)),
         route("/admin/stats", get(admin::stats)),
         route("/admin/threads", get(admin::threads)),
+        route("/admin/users/{user}", delete(admin::erase_user)),
         route("/metrics", get(admin::metrics)),
     ];
     r.extend(message_routes("/v1/messages"));

@@ -180,6 +180,38 @@ fn authorization_matrix() {
             needs(Owner, 200),
         ),
         case(Method::DELETE, "/v1/threads/{t}", None, needs(Owner, 204)),
+        // lifecycle: retention and legal hold are the owners', so is purging
+        // the thread; purging a message is moderation (admins), even one's own
+        case(
+            Method::PUT,
+            "/v1/threads/{t}",
+            Some(json!({"retention":"30 days"})),
+            needs(Owner, 200),
+        ),
+        case(
+            Method::PUT,
+            "/v1/threads/{t}",
+            Some(json!({"legal_hold":false})),
+            needs(Owner, 200),
+        ),
+        case(
+            Method::DELETE,
+            "/v1/threads/{t}?purge=true",
+            None,
+            needs(Owner, 204),
+        ),
+        case(
+            Method::DELETE,
+            "/v1/threads/{t}/messages/{m}?purge=true",
+            None,
+            needs(Admin, 204),
+        ),
+        case(
+            Method::DELETE,
+            "/v1/threads/{t}/messages/{m2}?purge=true",
+            None,
+            needs(Admin, 204),
+        ),
         // members
         case(
             Method::GET,
@@ -452,6 +484,7 @@ fn authorization_matrix() {
         case(Method::GET, "/admin/health", None, admin_surface),
         case(Method::GET, "/admin/stats", None, admin_surface),
         case(Method::GET, "/admin/threads", None, admin_surface),
+        case(Method::DELETE, "/admin/users/nobody", None, admin_surface),
         case(Method::GET, "/metrics", None, admin_surface),
         // probes: no key needed, any key accepted
         case(Method::GET, "/healthz", None, [200; 10]),

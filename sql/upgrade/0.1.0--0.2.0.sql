@@ -381,3 +381,10 @@ CREATE FUNCTION progressdb.context_text(
 VOLATILE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'context_text_wrapper';
+
+-- Lifecycle (lifecycle.sql): retention and legal hold, columns last as in a
+-- fresh install.
+ALTER TABLE progressdb.threads
+    ADD COLUMN retention interval,
+    ADD COLUMN legal_hold boolean NOT NULL DEFAULT false;
+CREATE INDEX threads_retention_idx ON progressdb.threads (id) WHERE retention IS NOT NULL;

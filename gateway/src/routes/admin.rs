@@ -1,6 +1,6 @@
 //! `/admin/*` and `/metrics` (backend and admin keys).
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,6 +22,18 @@ pub async fn stats(State(st): State<AppState>) -> Result<Response, ApiError> {
 /// All threads, any owner (`?title=&slug=&limit=&before=` paginate and filter).
 pub async fn threads(State(st): State<AppState>, q: Params) -> Result<Response, ApiError> {
     super::threads::list_call(None, &q)?
+        .json_response(&st.pool)
+        .await
+}
+
+/// `DELETE /admin/users/{user}`: erases the user (every message with all
+/// its copies, reactions, memberships; see `erase_user`) → the counts.
+pub async fn erase_user(
+    State(st): State<AppState>,
+    Path(user): Path<String>,
+) -> Result<Response, ApiError> {
+    Call::new("erase_user")
+        .text(Some(user))
         .json_response(&st.pool)
         .await
 }

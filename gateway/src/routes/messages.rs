@@ -126,14 +126,28 @@ macro_rules! message_routes {
 message_routes! {
     /// `GET …/messages/{id}`
     get => "get_message", json_response;
-    /// `DELETE …/messages/{id}` → 204
-    delete => "delete_message", no_content;
     /// `POST …/messages/{id}/restore`
     restore => "restore_message", json_response;
     /// `GET …/messages/{id}/versions`
     versions => "message_versions", json_response;
     /// `GET …/messages/{id}/reactions`
     reactions => "reactions", json_response;
+}
+
+/// `DELETE …/messages/{id}` → 204: a soft delete, or with `?purge=true` a
+/// hard delete of every copy (thread admins and owners, or the service).
+pub async fn delete(
+    State(st): State<AppState>,
+    Extension(c): Extension<Caller>,
+    Path(p): Ids,
+    q: Params,
+) -> Result<Response, ApiError> {
+    let func = if q.bool("purge")?.unwrap_or(false) {
+        "purge_message"
+    } else {
+        "delete_message"
+    };
+    message_call(&c, &p, &q, func)?.no_content(&st.pool).await
 }
 
 /// `GET …/messages/{id}/replies?limit=`

@@ -98,10 +98,13 @@ pub struct UpdateThread {
     #[serde(default, deserialize_with = "raw_json")]
     metadata: Option<Box<RawValue>>,
     history: Option<String>,
+    retention: Option<String>,
+    legal_hold: Option<bool>,
 }
 
-/// `PUT /v1/threads/{thread}` `{"title"?, "metadata"?, "history"?}`: what is
-/// absent stays as it is (SQL NULL); nothing at all is SQL's 22004 → 400.
+/// `PUT /v1/threads/{thread}` `{"title"?, "metadata"?, "history"?,
+/// "retention"?, "legal_hold"?}`: what is absent stays as it is (SQL NULL);
+/// nothing at all is SQL's 22004 → 400.
 pub async fn update(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -117,6 +120,8 @@ pub async fn update(
         .opt_text("actor", who.actor)
         .opt_json("metadata", raw_text(u.metadata))
         .opt_text("history", u.history)
+        .opt_text("retention", u.retention)
+        .opt_bool("legal_hold", u.legal_hold)
         .json_response(&st.pool)
         .await
 }
@@ -128,7 +133,12 @@ pub async fn delete(
     q: Params,
 ) -> Result<Response, ApiError> {
     let who = caller.identity(None, q.get("author").as_deref())?;
-    Call::new("delete_thread")
+    let func = if q.bool("purge")?.unwrap_or(false) {
+        "purge_thread"
+    } else {
+        "delete_thread"
+    };
+    Call::new(func)
         .text(Some(id))
         .opt_text("actor", who.actor)
         .no_content(&st.pool)
