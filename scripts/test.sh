@@ -58,6 +58,7 @@ bash bench/events.sh --smoke
 bash bench/forks.sh --smoke
 bash bench/search.sh --smoke
 bash bench/context.sh --smoke
+bash bench/lifecycle.sh --smoke
 
 step "lint"
 bash scripts/gen-upgrade.sh --check

@@ -80,17 +80,20 @@ BEGIN
      WHERE f.thread = thread_id AND f.seq = ANY (gone_seqs)
        AND (f.type LIKE 'message.%' OR f.type LIKE 'reaction.%')
        AND f.data IS DISTINCT FROM progressdb._purged_event_data();
-    UPDATE progressdb.feed_queue f SET data = progressdb._purged_event_data(), entry = NULL
-     WHERE f.thread = thread_id AND f.seq = ANY (gone_seqs)
-       AND (f.type LIKE 'message.%' OR f.type LIKE 'reaction.%');
     -- Thread events (thread.updated/deleted) carry the thread document, whose
     -- last_message may be one of them: in this thread or in a fork of it.
     UPDATE progressdb.feed f SET data = (f.data::jsonb - 'last_message')::text
-     WHERE f.thread IN (SELECT progressdb._thread_and_forks(thread_id)) AND f.type LIKE 'thread.%'
-       AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
-    UPDATE progressdb.feed_queue f SET data = (f.data::jsonb - 'last_message')::text
-     WHERE f.thread IN (SELECT progressdb._thread_and_forks(thread_id)) AND f.type LIKE 'thread.%'
-       AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
+     WHERE f.thread IN (SELECT progressdb._thread_and_forks(thread_id)) AND f.seq IS NULL
+       AND f.type LIKE 'thread.%' AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
+    -- The queue has no index (see schema.sql): one pass for both kinds.
+    UPDATE progressdb.feed_queue f
+       SET data = CASE WHEN f.type LIKE 'thread.%' THEN (f.data::jsonb - 'last_message')::text
+                       ELSE progressdb._purged_event_data() END,
+           entry = CASE WHEN f.type LIKE 'thread.%' THEN f.entry END
+     WHERE (f.thread = thread_id AND f.seq = ANY (gone_seqs)
+            AND (f.type LIKE 'message.%' OR f.type LIKE 'reaction.%'))
+        OR (f.type LIKE 'thread.%' AND f.thread IN (SELECT progressdb._thread_and_forks(thread_id))
+            AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids));
     RETURN cardinality(gone_seqs);
 END
 $$;
@@ -187,8 +190,8 @@ BEGIN
      WHERE f.thread = t.id;
     IF gone_ids IS NOT NULL THEN
         UPDATE progressdb.feed f SET data = (f.data::jsonb - 'last_message')::text
-         WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.type LIKE 'thread.%'
-           AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
+         WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.seq IS NULL
+           AND f.type LIKE 'thread.%' AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);
         UPDATE progressdb.feed_queue f SET data = (f.data::jsonb - 'last_message')::text
          WHERE f.thread IN (SELECT progressdb._thread_and_forks(t.id)) AND f.type LIKE 'thread.%'
            AND f.data::jsonb -> 'last_message' ->> 'id' = ANY (gone_ids);

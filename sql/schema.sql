@@ -240,6 +240,10 @@ CREATE TABLE progressdb.feed (
     CONSTRAINT feed_pkey PRIMARY KEY (pos)
 );
 CREATE INDEX feed_thread_idx ON progressdb.feed (thread, pos);
+-- The events of one message (and, seq NULL, a thread's own events), for a
+-- purge (lifecycle.sql) to empty them without reading the thread's whole
+-- feed. Written by the sequencer in batches, never by a client's change.
+CREATE INDEX feed_message_idx ON progressdb.feed (thread, seq);
 -- The sequencer's state, one row (made by the first sequencing, so a dump
 -- restores it without a conflict); its row lock makes sequencing one at a time.
 CREATE TABLE progressdb.feed_state (

@@ -14,6 +14,7 @@ pub mod compaction;
 pub mod context;
 pub mod crypto;
 pub mod events;
+pub mod export;
 pub mod forks;
 pub mod guc;
 pub mod ids;

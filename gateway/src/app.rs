@@ -13,7 +13,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use crate::config::Config;
 use crate::routes::{
-    admin, context, docs, events, health, members, messages, read, search, sign, threads,
+    admin, context, docs, events, export, health, members, messages, read, search, sign, threads,
 };
 use crate::{auth, layers, metrics, AppState};
 
@@ -73,6 +73,7 @@ fn keyed_routes() -> Vec<Route> {
         route("/v1/threads/{thread}/read", post(read::mark)),
         route("/v1/threads/{thread}/fork", post(threads::fork)),
         route("/v1/threads/{thread}/context", get(context::get)),
+        route("/v1/threads/{thread}/export", get(export::thread)),
         route("/v1/threads/{thread}/events", get(events::thread_events)),
         route("/v1/threads/{thread}/typing", post(events::typing)),
         route("/v1/events", get(events::user_events)),
@@ -81,6 +82,7 @@ fn keyed_routes() -> Vec<Route> {
         route("/admin/stats", get(admin::stats)),
         route("/admin/threads", get(admin::threads)),
         route("/admin/users/{user}", delete(admin::erase_user)),
+        route("/admin/users/{user}/export", get(export::user)),
         route("/metrics", get(admin::metrics)),
     ];
     r.extend(message_routes("/v1/messages"));

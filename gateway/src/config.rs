@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 /// Keys the development profile starts with when nothing is configured, so the
 /// original's quickstart works verbatim on a fresh start.
@@ -24,19 +24,22 @@ pub const DEV_ADMIN_KEY: &str = "admin_example";
     about = "ProgressDB HTTP gateway: the /v1 chat API on top of PostgreSQL + the progressdb extension"
 )]
 pub struct Cli {
+    /// What to do; none: serve the HTTP API (the gateway).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Config file of KEY=VALUE lines using the environment variable names
     /// (`KEY = "value"` TOML style is accepted too).
-    #[arg(long, env = "PROGRESSDB_CONFIG")]
+    #[arg(long, env = "PROGRESSDB_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Listen address: `host:port`, `:port` (all interfaces) or a bare port. Default `:8080`.
     #[arg(long, env = "PROGRESSDB_ADDR")]
     pub addr: Option<String>,
     /// A directory (embedded PostgreSQL cluster kept there) or a connection
     /// string (`postgres://…` or `host=… dbname=…`). Default `./data`.
-    #[arg(long, env = "PROGRESSDB_DB")]
+    #[arg(long, env = "PROGRESSDB_DB", global = true)]
     pub db: Option<String>,
     /// Port number naming the embedded cluster's unix socket (no TCP). Default 5433.
-    #[arg(long, env = "PROGRESSDB_PG_PORT")]
+    #[arg(long, env = "PROGRESSDB_PG_PORT", global = true)]
     pub pg_port: Option<u16>,
     /// Comma-separated frontend (public) API keys.
     #[arg(long, env = "PROGRESSDB_API_FRONTEND_KEYS", hide_env_values = true)]
@@ -69,12 +72,12 @@ pub struct Cli {
     #[arg(long, env = "PROGRESSDB_POOL_SIZE")]
     pub pool_size: Option<String>,
     /// Log level: error, warn, info, debug, trace. Default info.
-    #[arg(long, env = "PROGRESSDB_LOG_LEVEL")]
+    #[arg(long, env = "PROGRESSDB_LOG_LEVEL", global = true)]
     pub log_level: Option<String>,
     /// Embedded cluster only: the master key file for encrypted threads,
     /// handed to PostgreSQL as `progressdb.master_key_file`. The gateway
     /// itself never opens it.
-    #[arg(long, env = "PROGRESSDB_MASTER_KEY_FILE")]
+    #[arg(long, env = "PROGRESSDB_MASTER_KEY_FILE", global = true)]
     pub master_key_file: Option<String>,
     /// Webhook endpoint (http or https URL): every event is POSTed there,
     /// signed with --webhook-secret. Repeatable; commas separate URLs (write
@@ -89,6 +92,36 @@ pub struct Cli {
     /// HMAC-SHA256 secret that signs every webhook POST (required with --webhook-url).
     #[arg(long, env = "PROGRESSDB_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
+}
+
+/// The subcommands. `progressdb` without one serves the HTTP API.
+#[derive(Subcommand, Clone, Debug)]
+pub enum Command {
+    /// Load an export (NDJSON records, as `GET /v1/threads/{id}/export` and
+    /// `GET /admin/users/{user}/export` write them) into the database named
+    /// by --db. Restartable: records already there are skipped, so after an
+    /// interruption run the same command again.
+    Import(ImportArgs),
+}
+
+/// `progressdb import` (gateway/src/import).
+#[derive(Args, Clone, Debug)]
+pub struct ImportArgs {
+    /// The export file (NDJSON, one record per line); `-` reads standard input.
+    #[arg(value_name = "FILE.ndjson", required_unless_present = "from_langchain")]
+    pub file: Option<PathBuf>,
+    /// Instead of a file: a langchain-postgres chat-history database
+    /// (`postgres://…` or `host=… dbname=…`); each session becomes a thread
+    /// `lc-<session id>` (README "Importing from langchain-postgres").
+    #[arg(long, value_name = "POSTGRES_URL", conflicts_with = "file")]
+    pub from_langchain: Option<String>,
+    /// The chat-history table of --from-langchain (`schema.table` works too).
+    #[arg(long, default_value = crate::import::langchain::DEFAULT_TABLE, requires = "from_langchain")]
+    pub table: String,
+    /// Records written per transaction (a rerun after an interruption
+    /// starts again from the last committed batch).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
 }
 
 /// Where the data lives.

@@ -6,10 +6,7 @@ mod config;
 mod db;
 mod error;
 mod feed;
-// Until the import subcommand lands (export branch): compiled and tested alone.
-#[allow(dead_code)]
-#[path = "import/langchain.rs"]
-mod langchain_import;
+mod import;
 mod layers;
 mod metrics;
 mod ratelimit;
@@ -24,7 +21,7 @@ use clap::Parser;
 use deadpool_postgres::Pool;
 
 use crate::auth::KeyRing;
-use crate::config::{Cli, Config};
+use crate::config::{Cli, Command, Config};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
@@ -47,7 +44,9 @@ pub struct AppState {
 }
 
 fn main() -> ExitCode {
-    let cfg = match Config::from_cli(Cli::parse()) {
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
+    let cfg = match Config::from_cli(cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("progressdb: {e}");
@@ -65,6 +64,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Import(args)) = command {
+        return match rt.block_on(import::run(cfg, args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("progressdb import: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match rt.block_on(run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

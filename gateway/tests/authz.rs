@@ -162,6 +162,12 @@ fn authorization_matrix() {
         // the thread itself
         case(Method::GET, "/v1/threads/{t}", None, needs(Reader, 200)),
         case(
+            Method::GET,
+            "/v1/threads/{t}/export",
+            None,
+            needs(Reader, 200),
+        ),
+        case(
             Method::PUT,
             "/v1/threads/{t}",
             Some(json!({"title":"N"})),
@@ -485,6 +491,12 @@ fn authorization_matrix() {
         case(Method::GET, "/admin/stats", None, admin_surface),
         case(Method::GET, "/admin/threads", None, admin_surface),
         case(Method::DELETE, "/admin/users/nobody", None, admin_surface),
+        case(
+            Method::GET,
+            "/admin/users/alice/export",
+            None,
+            admin_surface,
+        ),
         case(Method::GET, "/metrics", None, admin_surface),
         // probes: no key needed, any key accepted
         case(Method::GET, "/healthz", None, [200; 10]),

@@ -355,7 +355,7 @@ fn every_route_happy_path() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 45, "documented operations");
+    assert_eq!(checked, 47, "documented operations");
 
     assert!(g.stop().success());
 }

@@ -388,3 +388,5 @@ ALTER TABLE progressdb.threads
     ADD COLUMN retention interval,
     ADD COLUMN legal_hold boolean NOT NULL DEFAULT false;
 CREATE INDEX threads_retention_idx ON progressdb.threads (id) WHERE retention IS NOT NULL;
+-- The events of one message, for purges (schema.sql).
+CREATE INDEX feed_message_idx ON progressdb.feed (thread, seq);

@@ -376,8 +376,9 @@ impl Reader {
         })
     }
 
-    /// The records of the next batch of rows, or `None` at the end.
-    pub async fn next_batch(&mut self) -> Result<Option<Vec<Value>>, String> {
+    /// The records of the next batch of rows, each with the id of the row
+    /// it comes from, or `None` at the end.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<(i64, Value)>>, String> {
         if self.done {
             return Ok(None);
         }
@@ -393,6 +394,7 @@ impl Reader {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(rows.len() + 8);
+        let mut records = Vec::with_capacity(2);
         for r in &rows {
             let row = Row {
                 id: r.get(0),
@@ -405,7 +407,8 @@ impl Reader {
                 created_ns: r.get::<_, Option<i64>>(3).unwrap_or(0),
             };
             self.after = row.id;
-            self.converter.row(&row, &mut out)?;
+            self.converter.row(&row, &mut records)?;
+            out.extend(records.drain(..).map(|rec| (row.id, rec)));
         }
         self.rows += rows.len() as u64;
         Ok(Some(out))

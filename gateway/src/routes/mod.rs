@@ -7,6 +7,7 @@ pub mod admin;
 pub mod context;
 pub mod docs;
 pub mod events;
+pub mod export;
 pub mod health;
 pub mod members;
 pub mod messages;
