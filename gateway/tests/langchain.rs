@@ -3,7 +3,8 @@
 //! `scripts/setup-python.sh` makes) is imported into a fresh gateway
 //! database, every session is read back through
 //! `GET /v1/threads/{id}/context` and the message list and compared with
-//! what fill.py says it wrote, and a second import changes nothing.
+//! what fill.py says it wrote; a second import changes nothing, and one
+//! after the application wrote another message adds just that.
 
 mod common;
 
@@ -13,6 +14,17 @@ use std::process::{Command, Output};
 use common::*;
 use reqwest::Method;
 use serde_json::Value;
+
+/// One more message in a session, through the package (argv: conninfo,
+/// table, session id).
+const ADD_ONE: &str = r#"
+import sys, psycopg
+from langchain_core.messages import HumanMessage
+from langchain_postgres import PostgresChatMessageHistory
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    history = PostgresChatMessageHistory(sys.argv[2], sys.argv[3], sync_connection=conn)
+    history.add_messages([HumanMessage(content="And tomorrow?")])
+"#;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -174,6 +186,13 @@ fn import_from_langchain_postgres() {
 
     let first = import(&db, &url, table);
     assert!(first.status.success(), "import: {}", output_text(&first));
+    let records = sessions.len() as u64 + total;
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout).trim(),
+        format!("created {records}, existing 0"),
+        "{}",
+        output_text(&first)
+    );
 
     let stats = |g: &Gateway| {
         let (s, v) = send(g.req(Method::GET, "/admin/stats", Some(ADMIN)));
@@ -261,8 +280,48 @@ fn import_from_langchain_postgres() {
         "second import: {}",
         output_text(&second)
     );
+    assert_eq!(
+        String::from_utf8_lossy(&second.stdout).trim(),
+        format!("created 0, existing {records}"),
+        "{}",
+        output_text(&second)
+    );
     assert_eq!(stats(&g), (sessions.len() as u64, total));
     assert_eq!(read_back(&g), ids);
+
+    // The application goes on writing; the next import adds just that.
+    let weather = sessions[0]["session_id"].as_str().unwrap();
+    let more = Command::new(&python)
+        .arg("-c")
+        .arg(ADD_ONE)
+        .arg(source.cluster.conn_string("postgres"))
+        .arg(table)
+        .arg(weather)
+        .output()
+        .expect("run python");
+    assert!(
+        more.status.success(),
+        "add a message: {}",
+        output_text(&more)
+    );
+    let third = import(&db, &url, table);
+    assert_eq!(
+        String::from_utf8_lossy(&third.stdout).trim(),
+        format!("created 1, existing {records}"),
+        "{}",
+        output_text(&third)
+    );
+    assert_eq!(stats(&g), (sessions.len() as u64, total + 1));
+    let (st, w) = send(g.req(
+        Method::GET,
+        &format!("/v1/threads/lc-{weather}/context?max_tokens=1000000"),
+        Some(BACKEND),
+    ));
+    assert_eq!(st, 200, "{w}");
+    assert_eq!(
+        w["messages"].as_array().unwrap().last().unwrap(),
+        &serde_json::json!({"role": "user", "content": "And tomorrow?"})
+    );
 
     // A table that is not there is a clear error, not an empty import.
     let missing = import(&db, &url, "no_such_table");
