@@ -98,7 +98,8 @@ pub struct Cli {
 #[derive(Subcommand, Clone, Debug)]
 pub enum Command {
     /// Load an export (NDJSON records, as `GET /v1/threads/{id}/export` and
-    /// `GET /admin/users/{user}/export` write them) into the database named
+    /// `GET /admin/users/{user}/export` write them), or with --from-langchain
+    /// a langchain-postgres chat-history table, into the database named
     /// by --db. Restartable: records already there are skipped, so after an
     /// interruption run the same command again.
     Import(ImportArgs),
