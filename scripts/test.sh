@@ -45,6 +45,9 @@ cargo pgrx install --release --pg-config "$PG_CONFIG"
 step "upgrade test (0.1.0 → current)"
 bash tests/upgrade/run.sh
 
+step "python venv for the langchain importer test (pinned langchain-postgres)"
+bash scripts/setup-python.sh
+
 step "integration tests (real clusters, real connections, real HTTP)"
 cargo test -p pgcluster -p progressdb-tests -p progressdb-gateway
 

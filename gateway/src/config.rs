@@ -98,7 +98,8 @@ pub struct Cli {
 #[derive(Subcommand, Clone, Debug)]
 pub enum Command {
     /// Load an export (NDJSON records, as `GET /v1/threads/{id}/export` and
-    /// `GET /admin/users/{user}/export` write them) into the database named
+    /// `GET /admin/users/{user}/export` write them), or with --from-langchain
+    /// a langchain-postgres chat-history table, into the database named
     /// by --db. Restartable: records already there are skipped, so after an
     /// interruption run the same command again.
     Import(ImportArgs),
@@ -108,14 +109,20 @@ pub enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct ImportArgs {
     /// The export file (NDJSON, one record per line); `-` reads standard input.
-    #[arg(value_name = "FILE.ndjson")]
-    pub file: PathBuf,
+    #[arg(value_name = "FILE.ndjson", required_unless_present = "from_langchain")]
+    pub file: Option<PathBuf>,
+    /// Instead of a file: a langchain-postgres chat-history database
+    /// (`postgres://…` or `host=… dbname=…`); each session becomes a thread
+    /// `lc-<session id>` (README "Importing from langchain-postgres").
+    #[arg(long, value_name = "POSTGRES_URL", conflicts_with = "file")]
+    pub from_langchain: Option<String>,
+    /// The chat-history table of --from-langchain (`schema.table` works too).
+    #[arg(long, default_value = crate::import::langchain::DEFAULT_TABLE, requires = "from_langchain")]
+    pub table: String,
     /// Records written per transaction (a rerun after an interruption
     /// starts again from the last committed batch).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: u32,
-    // LANGCHAIN: `--from-langchain postgres://…` (a second record source,
-    // gateway/src/import/langchain.rs) is added here; FILE then becomes optional.
 }
 
 /// Where the data lives.

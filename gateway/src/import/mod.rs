@@ -6,7 +6,9 @@
 //!
 //! - a **source** yields [`SourceRecord`]s (a JSON record, where it came
 //!   from, how far through the input it is) as a stream: [`file_source`]
-//!   reads an NDJSON file line by line (constant memory);
+//!   reads an NDJSON file line by line (constant memory); [`langchain_source`]
+//!   reads a langchain-postgres chat-history table in batches of rows
+//!   ([`langchain`]);
 //! - [`Progress`] shows how far it got: a progress bar on a terminal, plain
 //!   lines (every 5% or every few seconds) otherwise;
 //! - [`import_records`], the **record sink**, writes records in batches,
@@ -14,6 +16,7 @@
 //!   batch in flight, and running it again skips every record committed
 //!   before (each is answered `exists`), so a rerun resumes cheaply.
 
+pub mod langchain;
 mod progress;
 
 use std::fs::File;
@@ -31,10 +34,9 @@ pub use progress::Progress;
 pub enum ImportSource {
     /// An export file (NDJSON), or standard input for `-`.
     File(PathBuf),
-    // LANGCHAIN: `Langchain(String)` -- the rows of a langchain-postgres chat
-    // history table (a `postgres://…` URL) turned into export records, in
-    // gateway/src/import/langchain.rs: a second source feeding
-    // `import_records` like `file_source` does.
+    /// A langchain-postgres chat-history table: the source database's
+    /// connection string and the table.
+    Langchain { conn: String, table: String },
 }
 
 /// One record of a source.
@@ -102,11 +104,22 @@ impl std::fmt::Display for Summary {
 /// the embedded cluster when it is not running, and stopping it again
 /// afterwards), reads the source and writes it.
 pub async fn run(cfg: Config, args: ImportArgs) -> Result<(), ImportError> {
-    let source = ImportSource::File(args.file.clone());
-    let (records, total, position_name) = match &source {
+    let source = match (&args.from_langchain, &args.file) {
+        (Some(conn), _) => ImportSource::Langchain {
+            conn: conn.clone(),
+            table: args.table.clone(),
+        },
+        (None, Some(file)) => ImportSource::File(file.clone()),
+        (None, None) => return Err(ImportError::new("name a FILE or --from-langchain")),
+    };
+    let (records, total, position_name, unit) = match &source {
         ImportSource::File(path) => {
             let (s, total) = file_source(path)?;
-            (s, total, "line")
+            (s, total, "line", "bytes")
+        }
+        ImportSource::Langchain { conn, table } => {
+            let (s, total) = langchain_source(conn, table).await?;
+            (s, total, "row", "rows")
         }
     };
     // A cluster the gateway (or anyone) is running stays running.
@@ -126,7 +139,7 @@ pub async fn run(cfg: Config, args: ImportArgs) -> Result<(), ImportError> {
             .get()
             .await
             .map_err(|e| ImportError::new(format!("cannot connect to the database: {e}")))?;
-        let mut progress = Progress::new(total, "bytes");
+        let mut progress = Progress::new(total, unit);
         let summary = import_records(
             &mut client,
             records,
@@ -197,6 +210,44 @@ pub fn file_source(path: &Path) -> Result<(Records, Option<u64>), ImportError> {
         );
     });
     Ok((Box::pin(futures_util::stream::iter(iter)), total))
+}
+
+/// The records of a langchain-postgres chat-history table (see
+/// [`langchain`]), read in batches of rows; a record's position is the id
+/// of the row it comes from (a thread record: its session's first row).
+/// Returns the stream and the table's row count.
+pub async fn langchain_source(
+    conn: &str,
+    table: &str,
+) -> Result<(Records, Option<u64>), ImportError> {
+    let reader = langchain::Reader::open(conn, table)
+        .await
+        .map_err(ImportError::new)?;
+    let total = reader.total;
+    let stream = futures_util::stream::unfold(
+        (Some(reader), std::collections::VecDeque::new()),
+        |(mut reader, mut queue)| async move {
+            loop {
+                if let Some(r) = queue.pop_front() {
+                    return Some((Ok(r), (reader, queue)));
+                }
+                let rd = reader.as_mut()?;
+                match rd.next_batch().await {
+                    Ok(Some(batch)) => {
+                        let done = rd.rows;
+                        queue.extend(batch.into_iter().map(|(row, record)| SourceRecord {
+                            position: row as u64,
+                            done,
+                            record,
+                        }));
+                    }
+                    Ok(None) => return None,
+                    Err(e) => return Some((Err(ImportError::new(e)), (None, queue))),
+                }
+            }
+        },
+    );
+    Ok((Box::pin(stream), Some(total)))
 }
 
 /// The record sink: writes `records` through `progressdb.import_record`,
