@@ -417,6 +417,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('%s: field "body" is required and must not be JSON null', what);
     END IF;
+    PERFORM progressdb._check_body(format('%s: field "body"', what), msg_body);
     msg_role := progressdb._text('role', msg_role, 64);
     IF EXISTS (SELECT 1 FROM jsonb_each(msg_reactions) r
                 WHERE jsonb_typeof(r.value) <> 'string' OR length(r.key) NOT BETWEEN 1 AND 128
@@ -439,6 +440,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = '22023',
                 MESSAGE = format('%s: field "body" is required and must not be JSON null', vw);
         END IF;
+        PERFORM progressdb._check_body(format('%s: field "body"', vw), e.v -> 'body');
     END LOOP;
 
     PERFORM progressdb._share_user(msg_author);   -- not while the author is being erased (lifecycle.sql)

@@ -93,6 +93,19 @@ $$;
 -- jsonb face). The hot path: every step is a native check, one UPDATE of the
 -- thread row and one INSERT; the document is rendered from the values in
 -- hand (plaintext even in an encrypted thread), not read back.
+-- A message body is nested at most 100 levels deep: bodies are parsed in Rust
+-- (search text, sealing), whose JSON parser stops at 128 levels with an
+-- internal error; refusing earlier makes it the client's error (22023).
+CREATE FUNCTION progressdb._check_body(what text, body jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF progressdb._json_depth(body::text) > 100 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('%s is nested too deeply (more than 100 levels of arrays and objects)', what);
+    END IF;
+END
+$$;
+
 CREATE FUNCTION progressdb.post_message_text(thread text, author text, body jsonb, role text DEFAULT 'user',
                                              reply_to text DEFAULT NULL, actor text DEFAULT NULL)
 RETURNS text
@@ -121,6 +134,7 @@ BEGIN
     IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';
     END IF;
+    PERFORM progressdb._check_body('body', body);
     msg_role := progressdb._text('role', msg_role, 64);
 
     -- Take the next seq of the live thread. The thread row's lock, held until
@@ -393,6 +407,7 @@ DECLARE
     sealed text;
 BEGIN
     body := progressdb._body(body);
+    PERFORM progressdb._check_body('body', body);
     m := progressdb._message_access(edit_message.id, in_thread, false, actor, 'edit');
     -- Lock the row first: an encrypted body is sealed for the version it will
     -- become, and the thread's data key is read after any rotation holding

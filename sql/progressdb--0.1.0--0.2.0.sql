@@ -307,6 +307,15 @@ ALTER TABLE progressdb.messages ADD COLUMN search_vec tsvector;
 ALTER TABLE progressdb.messages ALTER COLUMN search_vec SET STORAGE MAIN;
 ALTER TABLE progressdb.messages ALTER COLUMN search_vec SET COMPRESSION lz4;
 
+-- How deeply a JSON text nests (src/checks.rs); message bodies are refused
+-- past 100 levels (sql/messages.sql, _check_body).
+CREATE FUNCTION progressdb._json_depth(
+	"doc" TEXT /* &str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_json_depth_wrapper';
+
 -- Search's native functions (src/search.rs).
 CREATE FUNCTION progressdb._search_text(
 	"body" jsonb /* JsonB */
@@ -1145,6 +1154,19 @@ $$;
 -- jsonb face). The hot path: every step is a native check, one UPDATE of the
 -- thread row and one INSERT; the document is rendered from the values in
 -- hand (plaintext even in an encrypted thread), not read back.
+-- A message body is nested at most 100 levels deep: bodies are parsed in Rust
+-- (search text, sealing), whose JSON parser stops at 128 levels with an
+-- internal error; refusing earlier makes it the client's error (22023).
+CREATE OR REPLACE FUNCTION progressdb._check_body(what text, body jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF progressdb._json_depth(body::text) > 100 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = format('%s is nested too deeply (more than 100 levels of arrays and objects)', what);
+    END IF;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION progressdb.post_message_text(thread text, author text, body jsonb, role text DEFAULT 'user',
                                              reply_to text DEFAULT NULL, actor text DEFAULT NULL)
 RETURNS text
@@ -1173,6 +1195,7 @@ BEGIN
     IF body IS NULL OR jsonb_typeof(body) = 'null' THEN
         RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'body is required and must not be JSON null';
     END IF;
+    PERFORM progressdb._check_body('body', body);
     msg_role := progressdb._text('role', msg_role, 64);
 
     -- Take the next seq of the live thread. The thread row's lock, held until
@@ -1445,6 +1468,7 @@ DECLARE
     sealed text;
 BEGIN
     body := progressdb._body(body);
+    PERFORM progressdb._check_body('body', body);
     m := progressdb._message_access(edit_message.id, in_thread, false, actor, 'edit');
     -- Lock the row first: an encrypted body is sealed for the version it will
     -- become, and the thread's data key is read after any rotation holding
@@ -4077,6 +4101,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = '22023',
             MESSAGE = format('%s: field "body" is required and must not be JSON null', what);
     END IF;
+    PERFORM progressdb._check_body(format('%s: field "body"', what), msg_body);
     msg_role := progressdb._text('role', msg_role, 64);
     IF EXISTS (SELECT 1 FROM jsonb_each(msg_reactions) r
                 WHERE jsonb_typeof(r.value) <> 'string' OR length(r.key) NOT BETWEEN 1 AND 128
@@ -4099,6 +4124,7 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = '22023',
                 MESSAGE = format('%s: field "body" is required and must not be JSON null', vw);
         END IF;
+        PERFORM progressdb._check_body(format('%s: field "body"', vw), e.v -> 'body');
     END LOOP;
 
     PERFORM progressdb._share_user(msg_author);   -- not while the author is being erased (lifecycle.sql)

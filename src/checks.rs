@@ -85,6 +85,42 @@ fn _limit(lim: Option<i32>) -> i32 {
     lim.unwrap_or_default()
 }
 
+/// How deeply arrays and objects nest in a JSON text (0 for a scalar),
+/// counting only brackets outside strings. Bodies are handed to Rust as
+/// parsed JSON, whose parser stops at 128 levels with an internal error, so
+/// a body is refused well before that, as a client error (sql/messages.sql).
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for b in text.bytes() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+#[pg_extern(immutable, strict, parallel_safe)]
+fn _json_depth(doc: &str) -> i32 {
+    i32::try_from(json_depth(doc)).unwrap_or(i32::MAX)
+}
+
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -136,5 +172,15 @@ mod unit {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"{"a":[1,{"b":[]}]}"#), 4);
+        assert_eq!(json_depth(r#"{"a":"[[[[{{{{\"]]]"}"#), 1);
+        assert_eq!(json_depth(r#"["\\",["x"]]"#), 2);
+        let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+        assert_eq!(json_depth(&deep), 500);
     }
 }

@@ -304,6 +304,15 @@ ALTER TABLE progressdb.messages ADD COLUMN search_vec tsvector;
 ALTER TABLE progressdb.messages ALTER COLUMN search_vec SET STORAGE MAIN;
 ALTER TABLE progressdb.messages ALTER COLUMN search_vec SET COMPRESSION lz4;
 
+-- How deeply a JSON text nests (src/checks.rs); message bodies are refused
+-- past 100 levels (sql/messages.sql, _check_body).
+CREATE FUNCTION progressdb._json_depth(
+	"doc" TEXT /* &str */
+) RETURNS INT /* i32 */
+IMMUTABLE STRICT PARALLEL SAFE 
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_json_depth_wrapper';
+
 -- Search's native functions (src/search.rs).
 CREATE FUNCTION progressdb._search_text(
 	"body" jsonb /* JsonB */

@@ -138,3 +138,235 @@ async fn pg_dump_and_pg_restore_keep_every_message_version_and_reaction() {
         .get(0);
     assert_eq!(seq, max_before + 1);
 }
+
+const KEY: &str = "k1:2222222222222222222222222222222222222222222222222222222222222222";
+
+/// Everything a reader can see of the database, as one JSON document: each
+/// thread's export (messages, versions, reactions, members, read state), the
+/// members' inboxes, the event feed, search (plain and encrypted), a context
+/// window and a fork.
+async fn everything(c: &tokio_postgres::Client) -> serde_json::Value {
+    let mut doc = serde_json::Map::new();
+    for t in ["plain", "vault", "branch"] {
+        let rows = c
+            .query("SELECT e::text FROM progressdb.export_thread($1) e", &[&t])
+            .await
+            .unwrap();
+        let recs: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::from_str(r.get::<_, &str>(0)).unwrap())
+            .collect();
+        assert!(recs.len() > 3, "{t}: {recs:?}");
+        doc.insert(format!("export {t}"), recs.into());
+    }
+    for user in ["alice", "rita", "mike"] {
+        doc.insert(
+            format!("inbox {user}"),
+            call(c, "SELECT progressdb.list_threads($1)::text", &[&user]).await,
+        );
+        doc.insert(
+            format!("events {user}"),
+            call(
+                c,
+                "SELECT progressdb.events($1, lim => 1000)::text",
+                &[&user],
+            )
+            .await,
+        );
+    }
+    for (q, t) in [
+        ("walrus", None),
+        ("quokka", Some("vault")),
+        ("quokka", None),
+    ] {
+        doc.insert(
+            format!("search {q} {t:?}"),
+            call(
+                c,
+                "SELECT progressdb.search('alice', $1, thread => $2)::text",
+                &[&q, &t],
+            )
+            .await,
+        );
+    }
+    doc.insert(
+        "context".into(),
+        call(
+            c,
+            "SELECT progressdb.context('plain', 1000, 'rita')::text",
+            &[],
+        )
+        .await,
+    );
+    serde_json::Value::Object(doc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_using_every_feature_survives_dump_and_restore() {
+    let tc = TestCluster::start("dump-all");
+    let keys = tc.scratch().join("master.keys");
+    std::fs::write(&keys, format!("{KEY}\n")).unwrap();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let conf = tc.cluster.data_dir().join("postgresql.conf");
+        let mut f = std::fs::OpenOptions::new().append(true).open(conf).unwrap();
+        writeln!(f, "progressdb.master_key_file = '{}'", keys.display()).unwrap();
+        writeln!(f, "progressdb.encrypted_search = on").unwrap();
+    }
+    tc.cluster.stop().unwrap();
+    tc.cluster.start().unwrap();
+    let c = tc.connect("postgres").await;
+    c.batch_execute(
+        "SELECT progressdb.create_thread('alice', 'Plain', 'plain', history => 'joined');
+         SELECT progressdb.add_member('plain', 'rita', 'reader');
+         SELECT progressdb.add_member('plain', 'mike', 'member');
+         SELECT progressdb.create_thread('alice', 'Vault', 'vault', encrypted => true);
+         SELECT progressdb.add_member('vault', 'rita', 'member');",
+    )
+    .await
+    .unwrap();
+    let mut plain = Vec::new();
+    for i in 0..60 {
+        let (thread, author) = match i % 4 {
+            0 => ("vault", "rita"),
+            1 => ("plain", "mike"),
+            _ => ("plain", "alice"),
+        };
+        let text = format!("message {i} about the walrus and the quokka");
+        let m = call(
+            &c,
+            "SELECT progressdb.post_message($1, $2, jsonb_build_object('text', $3::text))::text",
+            &[&thread, &author, &text],
+        )
+        .await;
+        if thread == "plain" {
+            plain.push(m["id"].as_str().unwrap().to_string());
+        }
+    }
+    // Edits, a reply, reactions, a delete, read state, a late member.
+    c.execute(
+        "SELECT progressdb.edit_message($1, '{\"text\":\"the walrus, edited\"}', 'alice')",
+        &[&plain[1]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT progressdb.post_message('plain', 'mike', '{\"text\":\"a reply\"}', reply_to => $1)",
+        &[&plain[1]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT progressdb.add_reaction($1, 'rita', ':)')",
+        &[&plain[2]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT progressdb.delete_message($1, 'alice')",
+        &[&plain[3]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT progressdb.mark_read('plain', $1, 'rita')",
+        &[&plain[10]],
+    )
+    .await
+    .unwrap();
+    c.batch_execute("SELECT progressdb.add_member('plain', 'late', 'reader')")
+        .await
+        .unwrap();
+    // A fork, then a change to a message it shares; compaction into chunks.
+    c.execute(
+        "SELECT progressdb.fork_thread('plain', $1, 'branch', actor => 'alice')",
+        &[&plain[20]],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "SELECT progressdb.edit_message($1, '{\"text\":\"changed after the fork\"}', 'alice')",
+        &[&plain[5]],
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "SELECT progressdb.post_message('branch', 'alice', '{\"text\":\"on the branch\"}')",
+    )
+    .await
+    .unwrap();
+    let compacted = call(
+        &c,
+        "SELECT progressdb.compact(min_run => 5, min_age => '0')::text",
+        &[],
+    )
+    .await;
+    assert!(compacted["messages"].as_i64().unwrap() > 0, "{compacted}");
+
+    let before = everything(&c).await;
+    // the oracle has substance: found words, unread counts, events
+    assert!(
+        before["search quokka Some(\"vault\")"]["results"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 10,
+        "{}",
+        before["search quokka Some(\"vault\")"]
+    );
+    assert!(!before["events alice"]["events"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    tc.dump_and_restore("postgres", "restored");
+    let r = tc.connect("restored").await;
+    let after = everything(&r).await;
+    for (k, v) in before.as_object().unwrap() {
+        assert_eq!(&after[k], v, "{k} differs after pg_restore");
+    }
+
+    // The restored database goes on: a post lands after the last message and
+    // event, is found by search, also in the encrypted thread.
+    for thread in ["plain", "vault", "branch"] {
+        let m = call(
+            &r,
+            "SELECT progressdb.post_message($1, 'alice', '{\"text\":\"zebrafinch after restore\"}')::text",
+            &[&thread],
+        )
+        .await;
+        let page = call(
+            &r,
+            "SELECT progressdb.list_messages($1, lim => 1)::text",
+            &[&thread],
+        )
+        .await;
+        assert_eq!(page["messages"][0]["id"], m["id"], "{thread}: {page}");
+    }
+    let found = call(
+        &r,
+        "SELECT progressdb.search('alice', 'zebrafinch')::text",
+        &[],
+    )
+    .await;
+    assert_eq!(found["results"].as_array().unwrap().len(), 3, "{found}");
+    let cursor = before["events alice"]["next"].as_str().map(str::to_string);
+    let newer = call(
+        &r,
+        "SELECT progressdb.events('alice', $1, 1000)::text",
+        &[&cursor],
+    )
+    .await;
+    assert!(
+        newer["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "message.created")
+            .count()
+            >= 3,
+        "{newer}"
+    );
+}
