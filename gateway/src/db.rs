@@ -46,7 +46,7 @@ pub async fn open(cfg: &Config) -> Result<Database, String> {
                         c.data_dir().display()
                     );
                 }
-                c.start().map_err(|e| e.to_string())
+                start_after_crash(&c)
             })
             .await
             .map_err(|e| e.to_string())??;
@@ -77,6 +77,30 @@ pub async fn open(cfg: &Config) -> Result<Database, String> {
     })
 }
 
+/// How long a start waits for a dead postmaster's processes to go away.
+const DEAD_POSTMASTER_WAIT: Duration = Duration::from_secs(60);
+
+/// Starts the cluster. When its postmaster died without cleaning up (the
+/// gateway and PostgreSQL killed together, say), the old server's processes
+/// may still be exiting and hold its lock file and shared memory for a
+/// moment: keep trying (bounded) instead of giving up on the first refusal.
+fn start_after_crash(c: &Cluster) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + DEAD_POSTMASTER_WAIT;
+    loop {
+        let dead = matches!(c.state(), pgcluster::State::Died(_));
+        match c.start() {
+            Ok(()) => return Ok(()),
+            Err(e) if dead && std::time::Instant::now() < deadline => {
+                tracing::warn!(
+                    "the embedded PostgreSQL's last postmaster died; waiting for its processes to exit: {e}"
+                );
+                std::thread::sleep(RESTART_RETRY);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 /// Stops the embedded cluster, if any (fast shutdown, waits for it).
 pub async fn stop_cluster(cluster: Option<Cluster>) {
     if let Some(c) = cluster {
@@ -85,6 +109,112 @@ pub async fn stop_cluster(cluster: Option<Cluster>) {
             Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
             Ok(Err(e)) => tracing::error!("stopping embedded PostgreSQL: {e}"),
             Err(e) => tracing::error!("stopping embedded PostgreSQL: {e}"),
+        }
+    }
+}
+
+/// How often the supervisor looks at the embedded postmaster.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// Pause between attempts to start a postmaster that died.
+const RESTART_RETRY: Duration = Duration::from_secs(1);
+
+/// Keeps the embedded cluster running: when its postmaster dies (`kill -9`,
+/// the OOM killer, a crash; its lock file left behind), starts it again,
+/// which runs PostgreSQL's crash recovery, retrying until the old server's
+/// processes are gone. A cluster stopped cleanly (`pg_ctl stop`: no lock
+/// file) was stopped on purpose and is left alone. Requests meanwhile get
+/// 503; the pool reconnects by itself once the server is back.
+pub struct Supervisor {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    pub fn start(cluster: Cluster) -> Supervisor {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(supervise(cluster, rx));
+        Supervisor { stop, task }
+    }
+
+    /// Stops watching (waits for a restart under way to finish, so the
+    /// cluster can then be stopped).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn supervise(cluster: Cluster, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use pgcluster::State;
+    let mut stopped_told = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let c = cluster.clone();
+        let Ok(state) = tokio::task::spawn_blocking(move || c.state()).await else {
+            continue;
+        };
+        match state {
+            State::Running(_) => stopped_told = false,
+            State::Stopped => {
+                if !stopped_told {
+                    tracing::warn!(
+                        "embedded PostgreSQL was stopped from outside the gateway; not restarting it \
+                         (requests answer 503 until it is started again)"
+                    );
+                    stopped_told = true;
+                }
+            }
+            State::Died(pid) => {
+                tracing::error!(
+                    "embedded PostgreSQL died (postmaster pid {pid}); restarting it (crash recovery)"
+                );
+                let t0 = std::time::Instant::now();
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    let c = cluster.clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        c.start().map_err(|e| e.to_string())?;
+                        Ok::<_, String>(c.state())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                    match r {
+                        Ok(State::Running(_)) => {
+                            tracing::warn!(
+                                "embedded PostgreSQL restarted after {:.1}s ({attempt} attempt(s))",
+                                t0.elapsed().as_secs_f64()
+                            );
+                            break;
+                        }
+                        Ok(other) => {
+                            if attempt == 1 || attempt.is_multiple_of(10) {
+                                tracing::warn!(
+                                    "embedded PostgreSQL not restarted yet (attempt {attempt}): {other:?}"
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            // Typically: the old server's processes have not
+                            // all exited yet, or its dead postmaster is not
+                            // reaped yet (a zombie still holds the lock file).
+                            if attempt == 1 || attempt.is_multiple_of(10) {
+                                tracing::warn!(
+                                    "embedded PostgreSQL not restarted yet (attempt {attempt}): {e}"
+                                );
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESTART_RETRY) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
         }
     }
 }

@@ -111,6 +111,8 @@ async fn run(cfg: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
     let database = db::open(&cfg).await?;
+    // The embedded cluster is ours: start it again if its postmaster dies.
+    let supervisor = database.cluster.clone().map(db::Supervisor::start);
     let state = AppState {
         pool: database.pool.clone(),
         keys: Arc::new(KeyRing::new(&cfg.keys)),
@@ -129,6 +131,9 @@ async fn run(cfg: Config) -> Result<(), String> {
         match webhooks::start(&cfg.webhooks, database.pool.clone(), state.metrics.clone()).await {
             Ok(h) => h,
             Err(e) => {
+                if let Some(s) = supervisor {
+                    s.stop().await;
+                }
                 db::stop_cluster(database.cluster).await;
                 return Err(e);
             }
@@ -156,6 +161,9 @@ async fn run(cfg: Config) -> Result<(), String> {
     tracing::info!("HTTP server stopped");
     hooks.stop().await;
     database.pool.close();
+    if let Some(s) = supervisor {
+        s.stop().await;
+    }
     db::stop_cluster(database.cluster).await;
     served.map_err(|e| format!("server error: {e}"))
 }
