@@ -817,6 +817,26 @@ fn crash_under_load() {
         })
         .count();
 
+    // An outage is logged, not flooded: one warning per few seconds (the
+    // gateway throttles them to one per 5 s), not one per failed request.
+    let log = g.log_text();
+    let outage_lines = log
+        .lines()
+        .filter(|l| {
+            l.contains("database connection error")
+                || l.contains("database not available")
+                || l.contains("database pool error")
+        })
+        .count();
+    let allowed = (run_started.elapsed().as_secs() as usize) / 5 + 5;
+    if outage_lines > allowed {
+        problems.push(format!(
+            "{outage_lines} outage warnings in the gateway log (at most {allowed} expected for \
+             {} s): they are not throttled",
+            run_started.elapsed().as_secs()
+        ));
+    }
+
     // The summary (printed; written to CRASH_REPORT when set).
     let total = ops.len();
     let acked = ops.iter().filter(|o| o.acked()).count();
@@ -870,7 +890,8 @@ fn crash_under_load() {
     md.push_str(&format!(
         "\nIn all: {total} writes attempted, {acked} acknowledged (2xx), {} errored \
          ({total_503} of them 503, {} other 5xx, {} with another status, the rest refused at \
-         connect or cut off by a `kill -9` of the gateway).\n\n",
+         connect or cut off by a `kill -9` of the gateway). The gateway logged {outage_lines} \
+         (throttled) warnings about the database being away for those {total_503} 503s.\n\n",
         total - acked,
         tallies.iter().map(|t| t.other_5xx).sum::<usize>(),
         tallies.iter().map(|t| t.other_status).sum::<usize>(),
@@ -907,7 +928,6 @@ fn crash_under_load() {
         }
     }
     if !problems.is_empty() {
-        let log = g.log_text();
         let tail: Vec<&str> = log.lines().rev().take(40).collect();
         panic!(
             "{} problem(s):\n{}\n\ngateway log (last lines):\n{}",
