@@ -66,9 +66,34 @@ pub async fn open(cfg: &Config) -> Result<Database, String> {
             return Err(e);
         }
     };
-    if let Err(e) = ensure_extension(&pool).await {
-        stop_cluster(cluster).await;
-        return Err(e);
+    // An embedded cluster found running may be a postmaster that is dying
+    // right now (killed with the gateway): when it does not answer, make sure
+    // it runs (start_after_crash restarts a dead one) and ask again, bounded.
+    let deadline = std::time::Instant::now() + DEAD_POSTMASTER_WAIT;
+    loop {
+        match ensure_extension(&pool).await {
+            Ok(()) => break,
+            Err(ExtError::Unreachable(e))
+                if cluster.is_some() && std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!("the embedded PostgreSQL does not answer yet: {e}");
+                tokio::time::sleep(RESTART_RETRY).await;
+                if let Some(c) = cluster.clone() {
+                    let started = tokio::task::spawn_blocking(move || start_after_crash(&c))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r);
+                    if let Err(e) = started {
+                        stop_cluster(cluster).await;
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                stop_cluster(cluster).await;
+                return Err(e.to_string());
+            }
+        }
     }
     Ok(Database {
         pool,
@@ -253,11 +278,27 @@ pub fn make_pool(conn: &str, cfg: &Config) -> Result<Pool, String> {
         .map_err(|e| format!("cannot build the connection pool: {e}"))
 }
 
-async fn ensure_extension(pool: &Pool) -> Result<(), String> {
+/// Why the extension could not be made sure of.
+enum ExtError {
+    /// No connection, or it broke: the server is not (yet) there.
+    Unreachable(String),
+    /// The server answered with an error.
+    Failed(String),
+}
+
+impl std::fmt::Display for ExtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExtError::Unreachable(m) | ExtError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+async fn ensure_extension(pool: &Pool) -> Result<(), ExtError> {
     let client = pool
         .get()
         .await
-        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+        .map_err(|e| ExtError::Unreachable(format!("cannot connect to the database: {e}")))?;
     match client
         .batch_execute("CREATE EXTENSION IF NOT EXISTS progressdb")
         .await
@@ -265,24 +306,32 @@ async fn ensure_extension(pool: &Pool) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) => {
             let Some(db) = e.as_db_error() else {
-                return Err(format!("cannot reach the database: {e}"));
+                return Err(ExtError::Unreachable(format!(
+                    "cannot reach the database: {e}"
+                )));
             };
             let detail = db.detail().map(|d| format!(" {d}")).unwrap_or_default();
             // PostgreSQL 15.x says 0A000 "extension … is not available" (older
             // minors: 58P01 "could not open extension control file").
             if matches!(db.code().code(), "0A000" | "58P01") {
-                Err(format!(
+                Err(ExtError::Failed(format!(
                     "the progressdb extension is not installed in this PostgreSQL server: {}.{detail}\n\
                      Install it into the server's PostgreSQL 15 (on that machine, from the repository root: \
                      `cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config`), \
                      then start the gateway again.",
                     db.message()
-                ))
+                )))
+            } else if matches!(&db.code().code()[..2], "57" | "08" | "53") {
+                // starting up, shutting down, connection trouble
+                Err(ExtError::Unreachable(format!(
+                    "the database is not ready: {}",
+                    db.message()
+                )))
             } else {
-                Err(format!(
+                Err(ExtError::Failed(format!(
                     "CREATE EXTENSION progressdb failed: {}{detail}",
                     db.message()
-                ))
+                )))
             }
         }
     }
