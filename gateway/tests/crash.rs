@@ -792,6 +792,14 @@ fn crash_under_load() {
             let term = phases.iter().any(|p| {
                 p.crash == Crash::GatewayTerm && op.started <= p.ready && op.ended >= p.at
             });
+            if term {
+                eprintln!(
+                    "DBG cut during term: {} {:?} {:?}",
+                    msg,
+                    op.started.elapsed(),
+                    op.ended.elapsed()
+                );
+            }
             if term && applied {
                 problems.push(format!(
                     "{:?} was applied, but its connection was cut during the SIGTERM shutdown: {msg}",
@@ -986,5 +994,59 @@ fn gateway_and_postgres_killed_together() {
         .body(json!({"author": "al", "body": {"text": "after"}}).to_string()),
     );
     assert_eq!(s, 200, "{v}");
+    assert!(g.stop().success());
+}
+
+/// SIGTERM with connections already made whose requests are not sent yet
+/// (a client that just connected, a request on its way): each is still
+/// served, with `Connection: close`, while new connections are refused. (A
+/// plain graceful shutdown reset them: the kernel's backlog went with the
+/// closed socket, and hyper closed accepted connections it had not read.)
+#[test]
+fn sigterm_serves_connections_already_made() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let dir = temp_dir("crash3");
+    let mut args = keyed_args();
+    // A long grace, so that this test does not depend on how quickly it runs.
+    args.extend(["--shutdown-grace".to_string(), "3s".to_string()]);
+    let mut g = Gateway::embedded(&dir, free_port(), &args);
+    g.wait_ready();
+    let addr = g.base.trim_start_matches("http://").to_string();
+    let mut conns: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    let pid = g.pid().unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Once new connections are refused, the gateway is shutting down.
+    wait_for(
+        "the gateway stops accepting",
+        Duration::from_secs(30),
+        || match TcpStream::connect(&addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            _ => None,
+        },
+    );
+    for c in conns.iter_mut() {
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+            .expect("send the request");
+    }
+    for (i, mut c) in conns.into_iter().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut answer = String::new();
+        let r = c.read_to_string(&mut answer);
+        assert!(
+            r.is_ok() && answer.starts_with("HTTP/1.1 200"),
+            "connection {i} made before SIGTERM was not served: {r:?} {answer:?}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
     assert!(g.stop().success());
 }
