@@ -10,7 +10,8 @@
 //!    again.
 //!
 //! While PostgreSQL is down every answer must be 503 (never another 5xx,
-//! never a dropped connection). Afterwards every write that got a 2xx is
+//! never a dropped connection), for the writes and for a reader paging
+//! messages, members, events and `/readyz` beside them. Afterwards every write that got a 2xx is
 //! there exactly once with its event in the feed, and a write that failed is
 //! either wholly there (with its event) or wholly absent. Each write carries
 //! a unique marker to be found by.
@@ -261,6 +262,56 @@ impl Writer {
         }
         ops
     }
+}
+
+/// A read beside the writers: its answer (None: no HTTP answer).
+struct Read {
+    path: String,
+    status: Option<u16>,
+    body: String,
+    started: Instant,
+    ended: Instant,
+}
+
+/// Pages of messages, members and events, and /readyz, until `stop`.
+fn reader(base: String, writers: usize, stop: &AtomicBool) -> Vec<Read> {
+    let http = Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut reads = Vec::new();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let t = format!("cw{}", i % writers);
+        let path = match i % 4 {
+            0 => format!("/v1/threads/{t}/messages?limit=20"),
+            1 => format!("/v1/threads/{t}/members?limit=20"),
+            2 => "/v1/events?limit=20".to_string(),
+            _ => "/readyz".to_string(),
+        };
+        i += 1;
+        let started = Instant::now();
+        let (status, body) = match http
+            .get(format!("{base}{path}"))
+            .header("Authorization", format!("Bearer {BACKEND}"))
+            .send()
+        {
+            Ok(r) => (Some(r.status().as_u16()), r.text().unwrap_or_default()),
+            Err(e) => (None, format!("{e:?}")),
+        };
+        if status != Some(200) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        reads.push(Read {
+            path,
+            status,
+            body,
+            started,
+            ended: Instant::now(),
+        });
+    }
+    reads
 }
 
 /// GET with the backend key (the trusted service); panics unless 200.
@@ -622,6 +673,11 @@ fn crash_under_load() {
         })
         .collect();
 
+    let reads_handle = {
+        let (base, stop) = (g.base.clone(), stop.clone());
+        thread::spawn(move || reader(base, writers, &stop))
+    };
+
     let mut phases: Vec<Phase> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     let plan = [
@@ -704,6 +760,7 @@ fn crash_under_load() {
     for h in handles {
         ops.extend(h.join().expect("writer thread"));
     }
+    let reads = reads_handle.join().expect("reader thread");
     let load_ended = Instant::now();
 
     // Answers while it ran.
@@ -728,6 +785,22 @@ fn crash_under_load() {
                     ));
                 }
             }
+        }
+    }
+    // Reads: 200 or 503 while the gateway is up, like the writes.
+    let (mut reads_ok, mut reads_503, mut reads_down) = (0, 0, 0);
+    for r in &reads {
+        let gateway_down = phases
+            .iter()
+            .any(|p| p.gateway_down && r.started <= p.ready && r.ended >= p.at);
+        match r.status {
+            Some(200) => reads_ok += 1,
+            Some(503) => reads_503 += 1,
+            None if gateway_down => reads_down += 1,
+            other => problems.push(format!(
+                "GET {} answered {other:?} (only 200 or 503 allowed): {}",
+                r.path, r.body
+            )),
         }
     }
     let total_503: usize = tallies.iter().map(|t| t.s503).sum();
@@ -899,10 +972,14 @@ fn crash_under_load() {
         "\nIn all: {total} writes attempted, {acked} acknowledged (2xx), {} errored \
          ({total_503} of them 503, {} other 5xx, {} with another status, the rest refused at \
          connect or cut off by a `kill -9` of the gateway). The gateway logged {outage_lines} \
-         (throttled) warnings about the database being away for those {total_503} 503s.\n\n",
+         (throttled) warnings about the database being away for those {total_503} 503s. \
+         Beside the writers, a reader paged messages, members, events and `/readyz`: {} reads, \
+         {reads_ok} answered 200, {reads_503} 503, {reads_down} got no answer while the gateway \
+         was down, none anything else.\n\n",
         total - acked,
         tallies.iter().map(|t| t.other_5xx).sum::<usize>(),
         tallies.iter().map(|t| t.other_status).sum::<usize>(),
+        reads.len(),
     ));
     md.push_str(&format!(
         "Verified after the last restart, against the messages, versions, reactions and members \
