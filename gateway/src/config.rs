@@ -68,6 +68,10 @@ pub struct Cli {
     /// Request timeout: seconds, or with an ms/s/m suffix. Default 30s.
     #[arg(long, env = "PROGRESSDB_REQUEST_TIMEOUT")]
     pub request_timeout: Option<String>,
+    /// After SIGTERM, how long connections already made are still served
+    /// before idle ones are closed: seconds, or with an ms/s/m suffix. Default 500ms.
+    #[arg(long, env = "PROGRESSDB_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
     /// Database connection pool size. Default 16.
     #[arg(long, env = "PROGRESSDB_POOL_SIZE")]
     pub pool_size: Option<String>,
@@ -186,6 +190,7 @@ pub struct Config {
     pub rate_burst: f64,
     pub max_body: usize,
     pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
     pub pool_size: usize,
     pub log_level: String,
     /// Absolute path given to the embedded cluster as progressdb.master_key_file.
@@ -208,6 +213,7 @@ const FILE_KEYS: &[&str] = &[
     "PROGRESSDB_RATE_BURST",
     "PROGRESSDB_MAX_BODY",
     "PROGRESSDB_REQUEST_TIMEOUT",
+    "PROGRESSDB_SHUTDOWN_GRACE",
     "PROGRESSDB_POOL_SIZE",
     "PROGRESSDB_LOG_LEVEL",
     "PROGRESSDB_MASTER_KEY_FILE",
@@ -397,6 +403,10 @@ impl Config {
             }
             None => Duration::from_secs(30),
         };
+        let shutdown_grace = match pick(&cli.shutdown_grace, "PROGRESSDB_SHUTDOWN_GRACE") {
+            Some(s) => parse_duration(&s).map_err(|e| format!("PROGRESSDB_SHUTDOWN_GRACE: {e}"))?,
+            None => Duration::from_millis(500),
+        };
         let pool_size = num(&cli.pool_size, "PROGRESSDB_POOL_SIZE", 16.0)?.max(1.0) as usize;
         let log_level = pick(&cli.log_level, "PROGRESSDB_LOG_LEVEL").unwrap_or("info".into());
         let master_key_file = master_key_file(
@@ -423,6 +433,7 @@ impl Config {
             rate_burst,
             max_body,
             request_timeout,
+            shutdown_grace,
             pool_size,
             log_level,
             master_key_file,
@@ -565,6 +576,7 @@ mod tests {
         assert_eq!(c.keys.signing, vec!["sk_example"]);
         assert_eq!(c.max_body, 102400);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_grace, Duration::from_millis(500));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub async fn open(cfg: &Config) -> Result<Database, String> {
                         c.data_dir().display()
                     );
                 }
-                c.start().map_err(|e| e.to_string())
+                start_after_crash(&c)
             })
             .await
             .map_err(|e| e.to_string())??;
@@ -66,15 +66,64 @@ pub async fn open(cfg: &Config) -> Result<Database, String> {
             return Err(e);
         }
     };
-    if let Err(e) = ensure_extension(&pool).await {
-        stop_cluster(cluster).await;
-        return Err(e);
+    // An embedded cluster found running may be a postmaster that is dying
+    // right now (killed with the gateway): when it does not answer, make sure
+    // it runs (start_after_crash restarts a dead one) and ask again, bounded.
+    let deadline = std::time::Instant::now() + DEAD_POSTMASTER_WAIT;
+    loop {
+        match ensure_extension(&pool).await {
+            Ok(()) => break,
+            Err(ExtError::Unreachable(e))
+                if cluster.is_some() && std::time::Instant::now() < deadline =>
+            {
+                tracing::warn!("the embedded PostgreSQL does not answer yet: {e}");
+                tokio::time::sleep(RESTART_RETRY).await;
+                if let Some(c) = cluster.clone() {
+                    let started = tokio::task::spawn_blocking(move || start_after_crash(&c))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r);
+                    if let Err(e) = started {
+                        stop_cluster(cluster).await;
+                        return Err(e);
+                    }
+                }
+            }
+            Err(e) => {
+                stop_cluster(cluster).await;
+                return Err(e.to_string());
+            }
+        }
     }
     Ok(Database {
         pool,
         conn,
         cluster,
     })
+}
+
+/// How long a start waits for a dead postmaster's processes to go away.
+const DEAD_POSTMASTER_WAIT: Duration = Duration::from_secs(60);
+
+/// Starts the cluster. When its postmaster died without cleaning up (the
+/// gateway and PostgreSQL killed together, say), the old server's processes
+/// may still be exiting and hold its lock file and shared memory for a
+/// moment: keep trying (bounded) instead of giving up on the first refusal.
+fn start_after_crash(c: &Cluster) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + DEAD_POSTMASTER_WAIT;
+    loop {
+        let dead = matches!(c.state(), pgcluster::State::Died(_));
+        match c.start() {
+            Ok(()) => return Ok(()),
+            Err(e) if dead && std::time::Instant::now() < deadline => {
+                tracing::warn!(
+                    "the embedded PostgreSQL's last postmaster died; waiting for its processes to exit: {e}"
+                );
+                std::thread::sleep(RESTART_RETRY);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// Stops the embedded cluster, if any (fast shutdown, waits for it).
@@ -85,6 +134,112 @@ pub async fn stop_cluster(cluster: Option<Cluster>) {
             Ok(Ok(())) => tracing::info!("embedded PostgreSQL stopped"),
             Ok(Err(e)) => tracing::error!("stopping embedded PostgreSQL: {e}"),
             Err(e) => tracing::error!("stopping embedded PostgreSQL: {e}"),
+        }
+    }
+}
+
+/// How often the supervisor looks at the embedded postmaster.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// Pause between attempts to start a postmaster that died.
+const RESTART_RETRY: Duration = Duration::from_secs(1);
+
+/// Keeps the embedded cluster running: when its postmaster dies (`kill -9`,
+/// the OOM killer, a crash; its lock file left behind), starts it again,
+/// which runs PostgreSQL's crash recovery, retrying until the old server's
+/// processes are gone. A cluster stopped cleanly (`pg_ctl stop`: no lock
+/// file) was stopped on purpose and is left alone. Requests meanwhile get
+/// 503; the pool reconnects by itself once the server is back.
+pub struct Supervisor {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    pub fn start(cluster: Cluster) -> Supervisor {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(supervise(cluster, rx));
+        Supervisor { stop, task }
+    }
+
+    /// Stops watching (waits for a restart under way to finish, so the
+    /// cluster can then be stopped).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn supervise(cluster: Cluster, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use pgcluster::State;
+    let mut stopped_told = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let c = cluster.clone();
+        let Ok(state) = tokio::task::spawn_blocking(move || c.state()).await else {
+            continue;
+        };
+        match state {
+            State::Running(_) => stopped_told = false,
+            State::Stopped => {
+                if !stopped_told {
+                    tracing::warn!(
+                        "embedded PostgreSQL was stopped from outside the gateway; not restarting it \
+                         (requests answer 503 until it is started again)"
+                    );
+                    stopped_told = true;
+                }
+            }
+            State::Died(pid) => {
+                tracing::error!(
+                    "embedded PostgreSQL died (postmaster pid {pid}); restarting it (crash recovery)"
+                );
+                let t0 = std::time::Instant::now();
+                let mut attempt = 0u32;
+                loop {
+                    attempt += 1;
+                    let c = cluster.clone();
+                    let r = tokio::task::spawn_blocking(move || {
+                        c.start().map_err(|e| e.to_string())?;
+                        Ok::<_, String>(c.state())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r);
+                    match r {
+                        Ok(State::Running(_)) => {
+                            tracing::warn!(
+                                "embedded PostgreSQL restarted after {:.1}s ({attempt} attempt(s))",
+                                t0.elapsed().as_secs_f64()
+                            );
+                            break;
+                        }
+                        Ok(other) => {
+                            if attempt == 1 || attempt.is_multiple_of(10) {
+                                tracing::warn!(
+                                    "embedded PostgreSQL not restarted yet (attempt {attempt}): {other:?}"
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            // Typically: the old server's processes have not
+                            // all exited yet, or its dead postmaster is not
+                            // reaped yet (a zombie still holds the lock file).
+                            if attempt == 1 || attempt.is_multiple_of(10) {
+                                tracing::warn!(
+                                    "embedded PostgreSQL not restarted yet (attempt {attempt}): {e}"
+                                );
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESTART_RETRY) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
         }
     }
 }
@@ -123,11 +278,27 @@ pub fn make_pool(conn: &str, cfg: &Config) -> Result<Pool, String> {
         .map_err(|e| format!("cannot build the connection pool: {e}"))
 }
 
-async fn ensure_extension(pool: &Pool) -> Result<(), String> {
+/// Why the extension could not be made sure of.
+enum ExtError {
+    /// No connection, or it broke: the server is not (yet) there.
+    Unreachable(String),
+    /// The server answered with an error.
+    Failed(String),
+}
+
+impl std::fmt::Display for ExtError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExtError::Unreachable(m) | ExtError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+async fn ensure_extension(pool: &Pool) -> Result<(), ExtError> {
     let client = pool
         .get()
         .await
-        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+        .map_err(|e| ExtError::Unreachable(format!("cannot connect to the database: {e}")))?;
     match client
         .batch_execute("CREATE EXTENSION IF NOT EXISTS progressdb")
         .await
@@ -135,24 +306,32 @@ async fn ensure_extension(pool: &Pool) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) => {
             let Some(db) = e.as_db_error() else {
-                return Err(format!("cannot reach the database: {e}"));
+                return Err(ExtError::Unreachable(format!(
+                    "cannot reach the database: {e}"
+                )));
             };
             let detail = db.detail().map(|d| format!(" {d}")).unwrap_or_default();
             // PostgreSQL 15.x says 0A000 "extension … is not available" (older
             // minors: 58P01 "could not open extension control file").
             if matches!(db.code().code(), "0A000" | "58P01") {
-                Err(format!(
+                Err(ExtError::Failed(format!(
                     "the progressdb extension is not installed in this PostgreSQL server: {}.{detail}\n\
                      Install it into the server's PostgreSQL 15 (on that machine, from the repository root: \
                      `cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config`), \
                      then start the gateway again.",
                     db.message()
-                ))
+                )))
+            } else if matches!(&db.code().code()[..2], "57" | "08" | "53") {
+                // starting up, shutting down, connection trouble
+                Err(ExtError::Unreachable(format!(
+                    "the database is not ready: {}",
+                    db.message()
+                )))
             } else {
-                Err(format!(
+                Err(ExtError::Failed(format!(
                     "CREATE EXTENSION progressdb failed: {}{detail}",
                     db.message()
-                ))
+                )))
             }
         }
     }

@@ -67,6 +67,65 @@ fn is_key_problem(code: &str) -> bool {
     code.starts_with("39") || code.starts_with("28")
 }
 
+/// While the database is away every request fails the same way; one
+/// warning per `OUTAGE_LOG_EVERY` (with how many were folded into it) says
+/// as much as thousands a second would.
+const OUTAGE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+struct Throttle {
+    every: std::time::Duration,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    folded: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    const fn new(every: std::time::Duration) -> Self {
+        Throttle {
+            every,
+            last: std::sync::Mutex::new(None),
+            folded: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)`: log this one, saying that `n` were left out since the last;
+    /// `None`: leave it out.
+    fn check(&self, now: std::time::Instant) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *last {
+            Some(t) if now.saturating_duration_since(t) < self.every => {
+                self.folded.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(self.folded.swap(0, Ordering::Relaxed))
+            }
+        }
+    }
+}
+
+static OUTAGE_LOG: Throttle = Throttle::new(OUTAGE_LOG_EVERY);
+
+/// A warning about the database being unavailable, throttled.
+fn outage_warning(what: std::fmt::Arguments<'_>, sqlstate: Option<&str>) {
+    let Some(folded) = OUTAGE_LOG.check(std::time::Instant::now()) else {
+        return;
+    };
+    let more = if folded > 0 {
+        format!(
+            " (and {folded} more such failures in the last {}s)",
+            OUTAGE_LOG_EVERY.as_secs()
+        )
+    } else {
+        String::new()
+    };
+    match sqlstate {
+        Some(code) => tracing::warn!(sqlstate = code, "{what}{more}"),
+        None => tracing::warn!("{what}{more}"),
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         match e.as_db_error() {
@@ -76,10 +135,9 @@ impl From<tokio_postgres::Error> for ApiError {
                     // The extension's messages are written for API users.
                     ApiError::new(status, db.message())
                 } else if status == StatusCode::SERVICE_UNAVAILABLE {
-                    tracing::warn!(
-                        sqlstate = db.code().code(),
-                        "database not available: {}",
-                        db.message()
+                    outage_warning(
+                        format_args!("database not available: {}", db.message()),
+                        Some(db.code().code()),
                     );
                     ApiError::unavailable("database unavailable")
                 } else if is_key_problem(db.code().code()) {
@@ -99,7 +157,7 @@ impl From<tokio_postgres::Error> for ApiError {
             // No server error: the connection broke (closed, I/O) — the database
             // is unreachable rather than the request being wrong.
             None => {
-                tracing::warn!("database connection error: {e}");
+                outage_warning(format_args!("database connection error: {e}"), None);
                 ApiError::unavailable("database unavailable")
             }
         }
@@ -111,7 +169,7 @@ impl From<deadpool_postgres::PoolError> for ApiError {
         match e {
             deadpool_postgres::PoolError::Backend(pe) => pe.into(),
             other => {
-                tracing::warn!("database pool error: {other}");
+                outage_warning(format_args!("database pool error: {other}"), None);
                 ApiError::unavailable("database unavailable")
             }
         }
@@ -162,6 +220,21 @@ mod tests {
         for (code, want) in cases {
             assert_eq!(status_for_sqlstate(code).as_u16(), want, "{code}");
         }
+    }
+
+    #[test]
+    fn outage_warnings_are_throttled() {
+        use std::time::{Duration, Instant};
+        let t = Throttle::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert_eq!(t.check(t0), Some(0), "the first one is logged");
+        for i in 1..=1000 {
+            assert_eq!(t.check(t0 + Duration::from_millis(i)), None);
+        }
+        // The next one after the window says how many were left out.
+        assert_eq!(t.check(t0 + Duration::from_secs(5)), Some(1000));
+        assert_eq!(t.check(t0 + Duration::from_secs(6)), None);
+        assert_eq!(t.check(t0 + Duration::from_secs(11)), Some(1));
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ mod error;
 mod feed;
 mod import;
 mod layers;
+mod listener;
 mod metrics;
 mod ratelimit;
 mod routes;
@@ -15,7 +16,10 @@ mod webhooks;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use axum::serve::ListenerExt;
 
 use clap::Parser;
 use deadpool_postgres::Pool;
@@ -111,6 +115,8 @@ async fn run(cfg: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?;
     let database = db::open(&cfg).await?;
+    // The embedded cluster is ours: start it again if its postmaster dies.
+    let supervisor = database.cluster.clone().map(db::Supervisor::start);
     let state = AppState {
         pool: database.pool.clone(),
         keys: Arc::new(KeyRing::new(&cfg.keys)),
@@ -129,33 +135,56 @@ async fn run(cfg: Config) -> Result<(), String> {
         match webhooks::start(&cfg.webhooks, database.pool.clone(), state.metrics.clone()).await {
             Ok(h) => h,
             Err(e) => {
+                if let Some(s) = supervisor {
+                    s.stop().await;
+                }
                 db::stop_cluster(database.cluster).await;
                 return Err(e);
             }
         };
     let feed = state.feed.clone();
-    let app = app::router(state, &cfg);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let app = app::router(state, &cfg).layer(axum::middleware::from_fn_with_state(
+        stopping.clone(),
+        listener::close_when_stopping,
+    ));
     match listener.local_addr() {
         Ok(a) => tracing::info!("progressdb gateway listening on http://{a}"),
         Err(_) => tracing::info!("progressdb gateway listening on {}", cfg.addr),
     }
+    // On SIGTERM: stop accepting (the connections the kernel already
+    // accepted are still served, see listener.rs), serve what is on its way
+    // for a moment, then let every in-flight request finish and stop.
+    let (stop_accepting, stop_rx) = tokio::sync::watch::channel(false);
+    let listener = listener::Draining::new(listener, stop_rx)
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.addr))?
+        // (tap_io: what gives the connections their peer address)
+        .tap_io(|_| ());
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown({
-        // Open event streams never end by themselves: end them, so the
-        // server can finish its in-flight requests and stop.
         let feed = feed.clone();
+        let grace = cfg.shutdown_grace;
         async move {
             shutdown_signal().await;
+            stopping.store(true, Ordering::Relaxed);
+            let _ = stop_accepting.send(true);
+            tokio::time::sleep(grace).await;
+            // Open event streams never end by themselves: end them, so the
+            // server can finish its in-flight requests and stop.
             feed.shut_down();
+            drop(stop_accepting);
         }
     })
     .await;
     tracing::info!("HTTP server stopped");
     hooks.stop().await;
     database.pool.close();
+    if let Some(s) = supervisor {
+        s.stop().await;
+    }
     db::stop_cluster(database.cluster).await;
     served.map_err(|e| format!("server error: {e}"))
 }

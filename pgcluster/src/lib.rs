@@ -31,6 +31,35 @@ fn err(msg: impl Into<String>) -> Error {
     Error(msg.into())
 }
 
+/// Whether a cluster's postmaster runs, per [`Cluster::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No lock file: never started, or stopped cleanly (`pg_ctl stop`).
+    Stopped,
+    /// The postmaster with this pid is alive (0: pid not known).
+    Running(u32),
+    /// The lock file names a postmaster that is gone: it died without
+    /// cleaning up (`kill -9`, the OOM killer, a crash). Starting it again
+    /// runs crash recovery; it can only start once the old server's
+    /// processes have all exited and the dead postmaster has been reaped.
+    Died(u32),
+}
+
+/// True when process `pid` exists and is not a zombie.
+fn process_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S …": the state follows the last ')' (comm may hold ')').
+    match stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+    {
+        Some(s) => s != "Z" && s != "X",
+        None => true,
+    }
+}
+
 /// A cluster in `data_dir`, reachable on a unix socket in `socket_dir`.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -135,14 +164,53 @@ impl Cluster {
 
     /// True when a postmaster is running on this data directory.
     pub fn is_running(&self) -> bool {
-        self.run_as_pg(
-            Command::new(self.bin("pg_ctl"))
-                .arg("-D")
-                .arg(&self.data_dir)
-                .arg("status"),
-        )
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        matches!(self.state(), State::Running(_))
+    }
+
+    /// What the data directory's lock file (`postmaster.pid`) says, checked
+    /// against the process table. Unlike `pg_ctl status`, a postmaster that
+    /// was killed and is now a zombie (its parent has not reaped it yet)
+    /// counts as dead, not running.
+    pub fn state(&self) -> State {
+        let text = match std::fs::read_to_string(self.data_dir.join("postmaster.pid")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return State::Stopped,
+            Err(_) => return self.pg_ctl_status(),
+        };
+        // The first line is the postmaster's pid (negative: a standalone backend).
+        match text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i64>().ok())
+        {
+            Some(pid) if pid > 0 => {
+                let pid = pid as u32;
+                if process_alive(pid) {
+                    State::Running(pid)
+                } else {
+                    State::Died(pid)
+                }
+            }
+            // Being written right now, or not ours to judge: ask pg_ctl.
+            _ => self.pg_ctl_status(),
+        }
+    }
+
+    fn pg_ctl_status(&self) -> State {
+        let running = self
+            .run_as_pg(
+                Command::new(self.bin("pg_ctl"))
+                    .arg("-D")
+                    .arg(&self.data_dir)
+                    .arg("status"),
+            )
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if running {
+            State::Running(0)
+        } else {
+            State::Stopped
+        }
     }
 
     /// Starts the server (no TCP listener; unix socket only) and waits until it
@@ -315,6 +383,37 @@ mod tests {
             c.conn_string("app"),
             "host=/tmp/pdb/run port=6001 user=postgres dbname=app"
         );
+    }
+
+    #[test]
+    fn state_reads_the_lock_file_against_the_process_table() {
+        let dir = std::env::temp_dir().join(format!("pgcluster-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = Cluster::new(&dir, 6003).unwrap();
+        assert_eq!(c.state(), State::Stopped);
+        // Our own pid is alive.
+        let me = std::process::id();
+        std::fs::write(
+            dir.join("postmaster.pid"),
+            format!("{me}\n{}\n", dir.display()),
+        )
+        .unwrap();
+        assert_eq!(c.state(), State::Running(me));
+        assert!(c.is_running());
+        // A child that exited but is not reaped yet (a zombie) is dead.
+        let mut child = Command::new("true").spawn().unwrap();
+        let zombie = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(zombie) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::fs::write(dir.join("postmaster.pid"), format!("{zombie}\n")).unwrap();
+        assert_eq!(c.state(), State::Died(zombie));
+        assert!(!c.is_running());
+        child.wait().unwrap();
+        // …and so is one that is gone altogether.
+        assert_eq!(c.state(), State::Died(zombie));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -212,6 +212,28 @@ impl Gateway {
         }
     }
 
+    /// SIGKILL (`kill -9`): no shutdown at all; waits until it is gone.
+    /// The embedded cluster it started keeps running ([`Gateway::restart`]
+    /// takes it over).
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9 the gateway");
+        child.wait().expect("reap the gateway");
+    }
+
+    /// The gateway's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// True while the gateway process runs.
+    pub fn is_alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
