@@ -52,7 +52,7 @@ step "integration tests (real clusters, real connections, real HTTP)"
 cargo test -p pgcluster -p progressdb-tests -p progressdb-gateway
 
 step "schema-driven fuzzing of the gateway, quick (schemathesis, every role)"
-bash tests/reliability/fuzz.sh --quick
+bash tests/reliability/fuzz.sh --quick --no-build
 
 step "benchmark smoke (every scenario once on a tiny dataset)"
 bash bench/run.sh --smoke --no-build

@@ -8,8 +8,10 @@
 # is not application/json {"error":"…"}, and on any response the document does
 # not describe (status, content type, body schema).
 #
-#   tests/reliability/fuzz.sh [--quick]
+#   tests/reliability/fuzz.sh [--quick] [--no-build]
 #
+# --no-build: use the debug gateway binary as it is (scripts/test.sh: the
+# integration tests have just built it).
 # --quick: a few hundred requests (the one in scripts/test.sh, < 2 minutes).
 # Without it: the full run (≥ 5,000 requests, ~10 minutes), whose summary goes
 # to docs/RELIABILITY.md through tests/reliability/section.sh when
@@ -20,19 +22,24 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 quick=0
-case "${1:-}" in
-  --quick) quick=1 ;;
-  "") ;;
-  *) echo "usage: tests/reliability/fuzz.sh [--quick]" >&2; exit 2 ;;
-esac
+build=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --no-build) build=0 ;;
+    *) echo "usage: tests/reliability/fuzz.sh [--quick] [--no-build]" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '==> fuzz: %s\n' "$*" >&2; }
 
 bash scripts/setup-python.sh fuzz
 PY=$PWD/.venv-fuzz/bin/python
 
-log "building the gateway (debug)"
-cargo build -q -p progressdb-gateway
+if [ "$build" = 1 ]; then
+  log "building the gateway (debug)"
+  cargo build -q -p progressdb-gateway
+fi
 target=${CARGO_TARGET_DIR:-target}
 case "$target" in /*) ;; *) target=$PWD/$target ;; esac
 bin=$target/debug/progressdb

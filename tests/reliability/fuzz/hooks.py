@@ -111,16 +111,27 @@ def no_server_error(ctx, response, case):
 _SEEDS = json.loads(os.environ.get("FUZZ_SEEDS") or "{}")
 
 
-@schemathesis.hook
-def before_generate_path_parameters(context, strategy):
+def _seeded(strategy, seeds):
     from hypothesis import strategies as st
 
     def seeded(params):
-        if not isinstance(params, dict) or not any(k in _SEEDS for k in params):
+        if not isinstance(params, dict) or not any(k in seeds for k in params):
             return st.just(params)
-        known = {
-            k: (st.sampled_from(_SEEDS[k]) if k in _SEEDS else st.just(v)) for k, v in params.items()
-        }
+        known = {k: (st.sampled_from(seeds[k]) if k in seeds else st.just(v)) for k, v in params.items()}
         return st.one_of(st.just(params), st.fixed_dictionaries(known))
 
     return strategy.flatmap(seeded)
+
+
+@schemathesis.hook
+def before_generate_path_parameters(context, strategy):
+    return _seeded(strategy, _SEEDS)
+
+
+# Query parameters likewise: `thread` (GET /v1/messages, search) and
+# `author` (which a signed frontend user must match) get a real value half
+# of the time.
+@schemathesis.hook
+def before_generate_query(context, strategy):
+    seeds = {k: _SEEDS[k] for k in ("thread", "author") if k in _SEEDS}
+    return _seeded(strategy, seeds)

@@ -131,6 +131,7 @@ def seed(base, role):
         "mid": ids,
         "user": [USER, "friend"],
         "identity": [USER],
+        "author": [USER],
     }
 
 
@@ -267,8 +268,11 @@ def markdown(args, results, total, hist, five, failures):
         f"once per role. Phases: {args.phases.replace(',', ', ')}; at most {args.examples} "
         f"generated cases per operation and phase; seed {args.seed}. Valid and invalid "
         "inputs both (missing and mistyped fields, boundary numbers, odd strings, wrong "
-        "JSON types); path parameters are sometimes replaced by a seeded thread, message "
-        "or user of the role's own, so the routes are also exercised past their 404s.",
+        "JSON types); half of the generated path parameters (and `thread`/`author` query "
+        "parameters) are replaced by a thread, message or user seeded for the role, so the "
+        "routes are also exercised past their 404s and 403s. The gateway has keys "
+        "configured (no development profile), no rate limit, and a master key file "
+        "(encrypted threads are created and read too).",
         "",
         "Every response must pass: no 5xx (`not_a_server_error`); every 4xx/5xx is "
         '`application/json` `{"error":"<message>"}` (`json_error_shape`, '
