@@ -58,7 +58,9 @@ def json_error_shape(ctx, response, case):
 def _ndjson_records(content):
     """The records of an NDJSON body; ValueError when a line is not a JSON object."""
     out = []
-    for n, line in enumerate(content.decode("utf-8").splitlines(), 1):
+    # Only "\n" ends a record: str.splitlines() would also split inside
+    # strings that hold U+0085, U+2028 or U+2029 (JSON need not escape them).
+    for n, line in enumerate(content.decode("utf-8").split("\n"), 1):
         if not line.strip():
             continue
         rec = json.loads(line)

@@ -221,7 +221,7 @@ def main():
         ops = {(m, r) for (m, r, _) in delta if (m, r) in documented}
         passed = rc == 0
         ok &= passed
-        results.append((name, what, rc, elapsed, total, statuses, len(ops), found, log, ops))
+        results.append((name, what, rc, elapsed, total, statuses, len(ops), found, log, ops, delta))
         print(
             f"fuzz: {name:<13} {total:>6} requests, {len(ops):>2} operations, "
             f"{elapsed:6.1f}s, statuses {dict(sorted(statuses.items()))}, "
@@ -255,6 +255,7 @@ def main():
 
 def markdown(args, results, total, hist, five, failures):
     doc = json.loads(requests.get(f"{args.base}/openapi.json", timeout=30).text)
+    throttled = sorted({(m, r) for res in results for (m, r, st) in res[10] if st == 429})
     nops = sum(
         1 for item in doc["paths"].values() for m in item if m in ("get", "post", "put", "delete", "patch")
     )
@@ -278,13 +279,18 @@ def markdown(args, results, total, hist, five, failures):
         '`application/json` `{"error":"<message>"}` (`json_error_shape`, '
         "`tests/reliability/fuzz/hooks.py`); and the status code, content type and body "
         "match what the document says for that operation (`status_code_conformance`, "
-        "`content_type_conformance`, `response_schema_conformance`). Requests and statuses are "
-        "counted by the gateway itself (`/metrics`).",
+        "`content_type_conformance`, `response_schema_conformance`); every line of an NDJSON "
+        "export is a JSON object of export version 1 (`ndjson_export`). Requests and statuses "
+        "are counted by the gateway itself (`/metrics`, the per-role seeding not included). "
+        "The 405s are the coverage phase trying methods a path does not have (answered with "
+        "the JSON error too); the 429s came from "
+        + (", ".join(f"`{m} {r}`" for m, r in throttled) or "nowhere")
+        + " (typing notices are rate-limited per user by design; the API keys are not).",
         "",
         "| role | credentials | requests | operations reached | time | statuses | failures |",
         "|---|---|---:|---:|---:|---|---:|",
     ]
-    for name, what, rc, elapsed, n, statuses, nops_hit, found, _, _ in results:
+    for name, what, rc, elapsed, n, statuses, nops_hit, found, _, _, _ in results:
         st = ", ".join(f"{s}: {c:,}" for s, c in sorted(statuses.items()))
         fails = len(found) if rc == 0 else f"{len(found)} (exit {rc})"
         lines.append(f"| {name} | {what} | {n:,} | {nops_hit} | {elapsed:.0f} s | {st} | {fails} |")
