@@ -32,6 +32,8 @@ for arg in "$@"; do
 done
 
 log() { printf '==> fuzz: %s\n' "$*" >&2; }
+# No bytecode caches next to the hooks in the checkout.
+export PYTHONDONTWRITEBYTECODE=1
 
 bash scripts/setup-python.sh fuzz
 PY=$PWD/.venv-fuzz/bin/python
