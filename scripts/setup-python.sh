@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Installs what the langchain importer's integration test needs
-# (gateway/tests/langchain.rs): Debian's python3 and python3-venv, and a
-# virtualenv in .venv-langchain/ (git-ignored) holding the pinned packages of
-# tests/langchain/requirements.txt (langchain-postgres, langchain-core,
-# psycopg). Idempotent: a venv made from the same requirements is kept; a
-# changed requirements file, or a broken venv, makes a new one.
+# Installs the Python tools some tests need: Debian's python3 and python3-venv,
+# and one virtualenv per tool in the checkout (git-ignored), each holding the
+# pinned packages of its requirements file:
+#   langchain  .venv-langchain/  tests/langchain/requirements.txt
+#              (langchain-postgres, for gateway/tests/langchain.rs)
+#   fuzz       .venv-fuzz/       tests/reliability/fuzz/requirements.txt
+#              (schemathesis, for tests/reliability/fuzz.sh)
+#   scripts/setup-python.sh [langchain|fuzz]...   (default: all of them)
+# Idempotent: a venv made from the same requirements is kept; a changed
+# requirements file, or a broken venv, makes a new one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=.venv-langchain
-REQ=tests/langchain/requirements.txt
 PY=/usr/bin/python3
 PACKAGES=(python3 python3-venv)
 
@@ -29,19 +31,37 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# The venv records the requirements it was made from.
-stamp="$VENV/requirements.installed"
-# (written only after a complete install).
-if [ -x "$VENV/bin/python" ] && cmp -s "$REQ" "$stamp" && "$VENV/bin/python" -c '' 2>/dev/null; then
-  log "python venv for the langchain test present ($VENV)"
-  exit 0
-fi
+# venv NAME DIR REQUIREMENTS PYTHON-CHECK
+venv() {
+  local name=$1 dir=$2 req=$3 check=$4
+  # The venv records the requirements it was made from
+  # (written only after a complete install).
+  local stamp="$dir/requirements.installed"
+  if [ -x "$dir/bin/python" ] && cmp -s "$req" "$stamp" && "$dir/bin/python" -c "$check" 2>/dev/null; then
+    log "python venv for $name present ($dir)"
+    return 0
+  fi
+  log "creating $dir for $name (pinned in $req)"
+  local started
+  started=$(date +%s)
+  rm -rf "$dir"
+  "$PY" -m venv "$dir"
+  "$dir/bin/pip" install --quiet --no-input --disable-pip-version-check --require-virtualenv -r "$req"
+  "$dir/bin/python" -c "$check"
+  cp "$req" "$stamp"
+  log "python venv for $name ready in $(( $(date +%s) - started ))s"
+}
 
-log "creating $VENV with the pinned langchain-postgres (see $REQ)"
-started=$(date +%s)
-rm -rf "$VENV"
-"$PY" -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --no-input --disable-pip-version-check --require-virtualenv -r "$REQ"
-"$VENV/bin/python" -c 'import langchain_postgres, langchain_core, psycopg'
-cp "$REQ" "$stamp"
-log "python venv ready in $(( $(date +%s) - started ))s"
+targets=("$@")
+[ "${#targets[@]}" -gt 0 ] || targets=(langchain fuzz)
+for t in "${targets[@]}"; do
+  case "$t" in
+    langchain)
+      venv "the langchain importer test" .venv-langchain tests/langchain/requirements.txt \
+        'import langchain_postgres, langchain_core, psycopg' ;;
+    fuzz)
+      venv "the schema fuzzer" .venv-fuzz tests/reliability/fuzz/requirements.txt \
+        'import schemathesis' ;;
+    *) echo "setup-python.sh: unknown venv '$t' (langchain, fuzz)" >&2; exit 2 ;;
+  esac
+done

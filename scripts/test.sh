@@ -45,11 +45,14 @@ cargo pgrx install --release --pg-config "$PG_CONFIG"
 step "upgrade test (0.1.0 → current)"
 bash tests/upgrade/run.sh
 
-step "python venv for the langchain importer test (pinned langchain-postgres)"
+step "python venvs: langchain importer test (langchain-postgres), schema fuzzer (schemathesis), both pinned"
 bash scripts/setup-python.sh
 
 step "integration tests (real clusters, real connections, real HTTP)"
 cargo test -p pgcluster -p progressdb-tests -p progressdb-gateway
+
+step "schema-driven fuzzing of the gateway, quick (schemathesis, every role)"
+bash tests/reliability/fuzz.sh --quick --no-build
 
 step "benchmark smoke (every scenario once on a tiny dataset)"
 bash bench/run.sh --smoke --no-build

@@ -406,4 +406,42 @@ mod tests {
         run("SET LOCAL enable_bitmapscan = off");
         assert_keyset_plan(&page_plan("t7"));
     }
+
+    /// jsonb keeps any numeric; so must every place where the extension reads
+    /// a body as JSON (found by the schema fuzzer: a body holding
+    /// -1.7976931348623157e+308 failed the search trigger with XX000, "a text
+    /// version of jsonb must be a valid json: number out of range").
+    #[pg_test]
+    fn numbers_beyond_a_double_are_kept_exactly() {
+        let body = r#"{"text":"huge numbers","a":-1.7976931348623157e+308,"b":1e400,"c":312696034175895600103424,"d":0.1000000000000000000000001,"e":[-1e-400]}"#;
+        let want = json(&format!("SELECT '{body}'::jsonb"));
+        run("SELECT progressdb.create_thread('alice', id => 'nums-e', encrypted => true)");
+        for thread in ["nums", "nums-e"] {
+            let m = json(&format!(
+                "SELECT progressdb.post_message('{thread}', 'alice', '{body}')"
+            ));
+            assert_eq!(m["body"], want, "{thread}");
+            let id = m["id"].as_str().unwrap();
+            let got = json(&format!("SELECT progressdb.get_message('{id}')"));
+            assert_eq!(got["body"], want, "{thread}");
+            let page = json(&format!("SELECT progressdb.list_messages('{thread}')"));
+            assert_eq!(page["messages"][0]["body"], want, "{thread}");
+            let ctx = json(&format!("SELECT progressdb.context('{thread}', 1000)"));
+            assert_eq!(
+                ctx["messages"][0]["content"], "huge numbers",
+                "{thread}: {ctx}"
+            );
+            let e = json(&format!(
+                "SELECT progressdb.edit_message('{id}', '{{\"text\":\"huger\",\"n\":1e401}}')"
+            ));
+            assert_eq!(
+                e["body"],
+                json("SELECT '{\"text\":\"huger\",\"n\":1e401}'::jsonb")
+            );
+            let v = json(&format!("SELECT progressdb.message_versions('{id}')"));
+            assert_eq!(v["versions"][0]["body"], want, "{thread}");
+        }
+        let found = json("SELECT progressdb.search(NULL, 'huger', 'nums')");
+        assert_eq!(found["results"].as_array().unwrap().len(), 1, "{found}");
+    }
 }

@@ -210,6 +210,15 @@ mod tests {
             served_set, documented,
             "served paths (left) and documented paths (right) differ"
         );
+        // The pages for people are the only other routes, and no API route
+        // hides among them.
+        let pages: Vec<String> = page_routes().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            pages,
+            ["/openapi.json", "/docs", "/docs/", "/viewer", "/viewer/"],
+            "a route added to page_routes must be a page, not an API operation"
+        );
+        assert!(pages.iter().all(|p| !documented.contains(p.as_str())));
 
         // Per path, each method is served exactly when it is documented: an
         // undocumented method is the router's 405, a documented one never is.
