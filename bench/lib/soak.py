@@ -119,6 +119,15 @@ def analyse(a):
         "gateway_open_files": thirds_check([p["t"] for p in pg_soak], [p["fds"] for p in pg_soak], warmup, 2.0),
         "rate": thirds_check([s["t"] for s in rate_pts], [s["rate"] for s in rate_pts], warmup),
     }
+    lat_pts = [x for x in rate_pts if x.get("p50_ms") is not None]
+    latency = {
+        "median_window_p50_ms": statistics.median(x["p50_ms"] for x in lat_pts) if lat_pts else None,
+        "median_window_p99_ms": statistics.median(x["p99_ms"] for x in lat_pts) if lat_pts else None,
+        "max_window_p99_ms": max((x["p99_ms"] for x in lat_pts), default=None),
+        "windows": len(lat_pts),
+        "windows_p99_over_1s": sum(1 for x in lat_pts if x["p99_ms"] > 1000),
+        "max_waiting": max((x["inflight"] for x in soak), default=None),
+    }
     sse = summary["sse"]
     cap = summary["capacity"]
     sk = summary["soak"]
@@ -157,6 +166,7 @@ def analyse(a):
         "all_errors": all_errors,
         "error_rate": (all_errors / total_requests) if total_requests else None,
         "flatness": flat,
+        "latency": latency,
         "samples": samples,
         "pg_samples": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in p.items()} for p in pg],
     }
@@ -231,6 +241,12 @@ def markdown(r, png_link):
     lines.append(f"| requests | {fmt(sk['scheduled'])} scheduled, {fmt(sk['ok'])} answered 2xx, "
                  f"**{fmt(sk['errors'])} errors**, {sk['shed']} shed (in-flight cap), {sk['unanswered']} "
                  f"unanswered at the end |")
+    lt = r.get("latency") or {}
+    lines.append(f"| latency (from when a request was due) | median of the per-window p50 "
+                 f"{fmt(lt.get('median_window_p50_ms'), 2)} ms, of the per-window p99 "
+                 f"{fmt(lt.get('median_window_p99_ms'), 2)} ms; worst window p99 {fmt(lt.get('max_window_p99_ms'), 0)} ms; "
+                 f"{lt.get('windows_p99_over_1s', '?')} of {lt.get('windows', '?')} windows with p99 over 1 s; at most "
+                 f"{fmt(lt.get('max_waiting'))} requests in flight or waiting for a connection |")
     lines.append(f"| error rate | {fmt(r['all_errors'])} / {fmt(r['total_requests'])} = "
                  f"{fmt((r['error_rate'] or 0) * 100, 3)} % (capacity run included; any non-2xx answer, "
                  f"transport error, dropped stream, shed or unanswered request counts) |")
@@ -274,7 +290,7 @@ def plot(r, png):
     samples = r["samples"]
     pg = r["pg_samples"]
     sk = r["summary"]["soak"]
-    fig, ax = plt.subplots(3, 1, figsize=(10, 8.5), sharex=True)
+    fig, ax = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
     ts = [s["t"] for s in samples if s.get("rss_kib")]
     ax[0].plot(ts, [s["rss_kib"] / 1024 for s in samples if s.get("rss_kib")], color="tab:blue")
     ax[0].set_ylabel("gateway VmRSS (MiB)")
@@ -300,7 +316,17 @@ def plot(r, png):
     ax[2].set_ylabel("requests/s")
     ax[2].set_ylim(bottom=0)
     ax[2].legend(loc="lower right", fontsize=8)
-    ax[2].set_xlabel("seconds since the soak started (negative: capacity run)")
+    ls = [s for s in rs if s.get("p50_ms") is not None]
+    for phase in ("capacity", "soak"):
+        ps = [s for s in ls if s["phase"] == phase]
+        ax[3].plot([s["t"] for s in ps], [s["p50_ms"] for s in ps], color="tab:cyan",
+                   label="p50" if phase == "soak" else None)
+        ax[3].plot([s["t"] for s in ps], [s["p99_ms"] for s in ps], color="tab:red",
+                   label="p99" if phase == "soak" else None)
+    ax[3].set_yscale("log")
+    ax[3].set_ylabel("latency per window (ms)")
+    ax[3].legend(loc="upper right", fontsize=8)
+    ax[3].set_xlabel("seconds since the soak started (negative: capacity run)")
     w = r["warmup_s"]
     for a_ in ax:
         a_.axvspan(-r["summary"]["capacity"]["seconds"] - 2, -2, color="orange", alpha=0.12)

@@ -60,7 +60,7 @@ fn usage() -> ! {
         "usage: soak-load --base URL --key BACKEND_KEY --samples FILE --summary FILE\n\
          \x20      [--threads 100] [--users 50] [--members 5] [--global-subs 2]\n\
          \x20      [--concurrency 32] [--capacity-secs 30] [--fraction 0.5] [--rate R]\n\
-         \x20      [--duration 600] [--sample 5] [--connections 64] [--max-inflight 2000]\n\
+         \x20      [--duration 600] [--sample 5] [--connections 64] [--max-inflight 50000]\n\
          \x20      [--prefix soak]\n\
          \x20      [--gateway-pid PID] [--postgres-pid PID]"
     );
@@ -82,7 +82,7 @@ fn parse_opts() -> Opts {
         rate: None,
         duration: 600.0,
         sample: 5.0,
-        max_inflight: 2000,
+        max_inflight: 50_000,
         connections: 64,
         gateway_pid: None,
         postgres_pid: None,
@@ -973,7 +973,7 @@ async fn main() {
         });
     }
     let sent = i;
-    let drain_deadline = Instant::now() + Duration::from_secs(35);
+    let drain_deadline = Instant::now() + Duration::from_secs(120);
     while w.c.inflight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
