@@ -256,8 +256,8 @@ def markdown(r, png_link):
     lines.append(f"**Flatness** — rule: {r['flat_rule']}. The slope is a least-squares fit over the same window.\n")
     lines.append("| series | first third (median) | last third (median) | change | limit | min | max | slope | verdict |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    names = [("rss_mib", "gateway VmRSS, MiB", 1), ("pg_connections", "PostgreSQL backends (pg_stat_activity)", 1),
-             ("gateway_connections", "…of which the gateway's", 1), ("gateway_open_files", "gateway open files", 1),
+    names = [("rss_mib", "gateway VmRSS, MiB", 1), ("pg_connections", "PostgreSQL backends (pg_stat_activity, its own background processes included)", 1),
+             ("gateway_connections", "…of which the gateway's pool (application_name)", 1), ("gateway_open_files", "gateway open files", 1),
              ("rate", "request rate, 2xx/s", 1)]
     for key, label, nd in names:
         x = f[key]
