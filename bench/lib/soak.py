@@ -112,14 +112,15 @@ def analyse(a):
     # the first sample of the soak is its start (zero-length window) and the
     # last one covers the drain after the last request was sent: no rate
     rate_pts = soak[1:-1]
+    lat_pts = [x for x in rate_pts if x.get("p50_ms") is not None]
     flat = {
         "rss_mib": thirds_check(rss_t, rss_v, warmup),
         "pg_connections": thirds_check([p["t"] for p in pg_soak], [p["all"] for p in pg_soak], warmup, 1.0),
         "gateway_connections": thirds_check([p["t"] for p in pg_soak], [p["gateway"] for p in pg_soak], warmup, 1.0),
         "gateway_open_files": thirds_check([p["t"] for p in pg_soak], [p["fds"] for p in pg_soak], warmup, 2.0),
         "rate": thirds_check([s["t"] for s in rate_pts], [s["rate"] for s in rate_pts], warmup),
+        "p50_ms": thirds_check([s["t"] for s in lat_pts], [s["p50_ms"] for s in lat_pts], warmup),
     }
-    lat_pts = [x for x in rate_pts if x.get("p50_ms") is not None]
     latency = {
         "median_window_p50_ms": statistics.median(x["p50_ms"] for x in lat_pts) if lat_pts else None,
         "median_window_p99_ms": statistics.median(x["p99_ms"] for x in lat_pts) if lat_pts else None,
@@ -128,6 +129,14 @@ def analyse(a):
         "windows_p99_over_1s": sum(1 for x in lat_pts if x["p99_ms"] > 1000),
         "max_waiting": max((x["inflight"] for x in soak), default=None),
     }
+    # Is a slow window the gateway's doing or the machine's? CPU per window.
+    def others(x):
+        return (x.get("cpu") or {}).get("others_pct_of_one_core")
+    slow = [others(x) for x in lat_pts if x["p99_ms"] > 1000 and others(x) is not None]
+    fast = [others(x) for x in lat_pts if x["p99_ms"] <= 1000 and others(x) is not None]
+    latency["others_cpu_median_slow_windows"] = statistics.median(slow) if slow else None
+    latency["others_cpu_median_other_windows"] = statistics.median(fast) if fast else None
+    latency["rate_min_slow_windows"] = min((x["rate"] for x in lat_pts if x["p99_ms"] > 1000), default=None)
     sse = summary["sse"]
     cap = summary["capacity"]
     sk = summary["soak"]
@@ -175,9 +184,20 @@ def analyse(a):
 def fmt(x, nd=1):
     if x is None:
         return "–"
+    if isinstance(x, float) and x.is_integer() and nd <= 1 and abs(x) >= 10:
+        x = int(x)
     if isinstance(x, int):
         return f"{x:,}"
     return f"{x:,.{nd}f}"
+
+
+def slow_note(lt):
+    if not lt.get("windows_p99_over_1s") or lt.get("others_cpu_median_slow_windows") is None:
+        return ""
+    return (f". In the windows with p99 over 1 s the 2xx rate fell to as low as "
+            f"{fmt(lt.get('rate_min_slow_windows'), 0)}/s (a backlog, drained afterwards above the target rate), "
+            f"and other processes on the machine used a median {fmt(lt['others_cpu_median_slow_windows'])} % of one "
+            f"core, against {fmt(lt.get('others_cpu_median_other_windows'))} % in the other windows")
 
 
 def markdown(r, png_link):
@@ -246,7 +266,7 @@ def markdown(r, png_link):
                  f"{fmt(lt.get('median_window_p50_ms'), 2)} ms, of the per-window p99 "
                  f"{fmt(lt.get('median_window_p99_ms'), 2)} ms; worst window p99 {fmt(lt.get('max_window_p99_ms'), 0)} ms; "
                  f"{lt.get('windows_p99_over_1s', '?')} of {lt.get('windows', '?')} windows with p99 over 1 s; at most "
-                 f"{fmt(lt.get('max_waiting'))} requests in flight or waiting for a connection |")
+                 f"{fmt(lt.get('max_waiting'))} requests in flight or waiting for a connection{slow_note(lt)} |")
     lines.append(f"| error rate | {fmt(r['all_errors'])} / {fmt(r['total_requests'])} = "
                  f"{fmt((r['error_rate'] or 0) * 100, 3)} % (capacity run included; any non-2xx answer, "
                  f"transport error, dropped stream, shed or unanswered request counts) |")
@@ -258,17 +278,20 @@ def markdown(r, png_link):
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     names = [("rss_mib", "gateway VmRSS, MiB", 1), ("pg_connections", "PostgreSQL backends (pg_stat_activity, its own background processes included)", 1),
              ("gateway_connections", "…of which the gateway's pool (application_name)", 1), ("gateway_open_files", "gateway open files", 1),
-             ("rate", "request rate, 2xx/s", 1)]
+             ("rate", "request rate, 2xx/s", 1), ("p50_ms", "latency p50 per window, ms (not judged)", 1)]
     for key, label, nd in names:
-        x = f[key]
+        x = f.get(key)
+        if x is None:
+            continue
         if x.get("flat") is None:
             lines.append(f"| {label} | | | | | | | | {x.get('verdict')} |")
             continue
         lines.append(f"| {label} | {fmt(x['first_third_median'], nd)} | {fmt(x['last_third_median'], nd)} | "
                      f"{x['change']:+.1f} ({fmt(x['change_pct'], 2)} %) | ±{fmt(x['limit'], nd)} | "
-                     f"{fmt(x['min'], nd)} | {fmt(x['max'], nd)} | {x['slope_per_min']:+.3f}/min | {x['verdict']} |")
+                     f"{fmt(x['min'], nd)} | {fmt(x['max'], nd)} | {x['slope_per_min']:+.3f}/min | "
+                     f"{'not judged' if key == 'p50_ms' else x['verdict']} |")
     lines.append("")
-    lines.append(f"![gateway RSS, PostgreSQL connections and request rate over the soak]({png_link})\n")
+    lines.append(f"![gateway RSS, PostgreSQL connections, request rate, latency and CPU over the soak]({png_link})\n")
     if s.get("first_errors"):
         lines.append("First errors: " + "; ".join(f"`{e[:160]}`" for e in s["first_errors"][:5]) + "\n")
     lines.append("**Re-run**: `bash bench/soak.sh` (about 12 minutes; `--minutes N` for another length) prints "
@@ -290,7 +313,7 @@ def plot(r, png):
     samples = r["samples"]
     pg = r["pg_samples"]
     sk = r["summary"]["soak"]
-    fig, ax = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
+    fig, ax = plt.subplots(5, 1, figsize=(10, 13), sharex=True)
     ts = [s["t"] for s in samples if s.get("rss_kib")]
     ax[0].plot(ts, [s["rss_kib"] / 1024 for s in samples if s.get("rss_kib")], color="tab:blue")
     ax[0].set_ylabel("gateway VmRSS (MiB)")
@@ -326,7 +349,19 @@ def plot(r, png):
     ax[3].set_yscale("log")
     ax[3].set_ylabel("latency per window (ms)")
     ax[3].legend(loc="upper right", fontsize=8)
-    ax[3].set_xlabel("seconds since the soak started (negative: capacity run)")
+    cs = [s for s in rs if s.get("cpu")]
+    for key, label, color in (("others_pct_of_one_core", "other processes", "tab:gray"),
+                              ("postgres_pct_of_one_core", "PostgreSQL", "tab:green"),
+                              ("gateway_pct_of_one_core", "gateway", "tab:blue"),
+                              ("client_pct_of_one_core", "load client", "tab:purple")):
+        for phase in ("capacity", "soak"):
+            ps = [s for s in cs if s["phase"] == phase]
+            ax[4].plot([s["t"] for s in ps], [s["cpu"][key] for s in ps], color=color,
+                       label=label if phase == "soak" else None)
+    ax[4].set_ylabel("CPU (% of one core)")
+    ax[4].set_ylim(bottom=0)
+    ax[4].legend(loc="upper right", fontsize=8, ncol=4)
+    ax[4].set_xlabel("seconds since the soak started (negative: capacity run)")
     w = r["warmup_s"]
     for a_ in ax:
         a_.axvspan(-r["summary"]["capacity"]["seconds"] - 2, -2, color="orange", alpha=0.12)

@@ -711,11 +711,16 @@ struct Sampler {
     last_events: u64,
     last_shed: u64,
     soak_start: Option<Instant>,
+    /// CPU of the gateway, PostgreSQL, this client and everything else,
+    /// per window: is a slow window ours or the machine's?
+    last_cpu: CpuMark,
+    tck: f64,
 }
 
 impl Sampler {
     fn sample(&mut self, w: &World, phase: &str) -> Value {
         let now = Instant::now();
+        let cpu = cpu_mark(&w.o);
         let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-9);
         let (ok, err) = (
             w.c.ok.load(Ordering::Relaxed),
@@ -751,6 +756,7 @@ impl Sampler {
             "streams": w.c.streams.load(Ordering::Relaxed),
             "inflight": w.c.inflight.load(Ordering::Relaxed),
             "rss_kib": w.o.gateway_pid.and_then(rss_kib),
+            "cpu": cpu_window(&self.last_cpu, &cpu, self.tck),
         });
         let _ = writeln!(self.out, "{v}");
         let _ = self.out.flush();
@@ -759,6 +765,7 @@ impl Sampler {
         self.last_err = err;
         self.last_events = events;
         self.last_shed = shed;
+        self.last_cpu = cpu;
         v
     }
 }
@@ -874,6 +881,8 @@ async fn main() {
         last_events: 0,
         last_shed: 0,
         soak_start: None,
+        last_cpu: cpu_mark(o),
+        tck,
     };
     let sample_every = Duration::from_secs_f64(o.sample);
 
