@@ -153,7 +153,7 @@ def analyse(a):
     all_errors = summary["total_errors"] + sse["out_of_order"] + errors["streams_not_connected_at_end"] \
         + sk["shed"] + sk["unanswered"]
     problems = [f"{k} = {v}" for k, v in errors.items() if v]
-    for key in ("rss_mib", "pg_connections", "gateway_connections"):
+    for key in JUDGED:
         if flat[key]["flat"] is False:
             problems.append(f"{key} not flat")
         elif flat[key]["flat"] is None and not a["smoke"]:
@@ -189,6 +189,15 @@ def fmt(x, nd=1):
     if isinstance(x, int):
         return f"{x:,}"
     return f"{x:,.{nd}f}"
+
+
+JUDGED = ("rss_mib", "pg_connections", "gateway_connections")
+
+
+def row_verdict(key, x):
+    if key in JUDGED or x["flat"]:
+        return x["verdict"]
+    return "rose" if x["change"] > 0 else "fell"
 
 
 def slow_note(lt):
@@ -273,12 +282,14 @@ def markdown(r, png_link):
     lines.append("")
     lines.append("Requests of the soak by kind (2xx / errors): " + ", ".join(
         f"{k} {fmt(v['ok'])}/{v['errors']}" for k, v in sk["per_op"].items()) + ".\n")
-    lines.append(f"**Flatness** — rule: {r['flat_rule']}. The slope is a least-squares fit over the same window.\n")
+    lines.append(f"**Flatness** — rule: {r['flat_rule']}. Judged: gateway VmRSS and the connection counts; the other rows are reported only. "
+                 f"The slope is a least-squares fit over the same window.\n")
     lines.append("| series | first third (median) | last third (median) | change | limit | min | max | slope | verdict |")
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     names = [("rss_mib", "gateway VmRSS, MiB", 1), ("pg_connections", "PostgreSQL backends (pg_stat_activity, its own background processes included)", 1),
-             ("gateway_connections", "…of which the gateway's pool (application_name)", 1), ("gateway_open_files", "gateway open files", 1),
-             ("rate", "request rate, 2xx/s", 1), ("p50_ms", "latency p50 per window, ms (not judged)", 1)]
+             ("gateway_connections", "…of which the gateway's pool (application_name)", 1),
+             ("gateway_open_files", "gateway open files (sockets included; not judged)", 1),
+             ("rate", "request rate, 2xx/s (not judged)", 1), ("p50_ms", "latency p50 per window, ms (not judged)", 1)]
     for key, label, nd in names:
         x = f.get(key)
         if x is None:
@@ -289,7 +300,7 @@ def markdown(r, png_link):
         lines.append(f"| {label} | {fmt(x['first_third_median'], nd)} | {fmt(x['last_third_median'], nd)} | "
                      f"{x['change']:+.1f} ({fmt(x['change_pct'], 2)} %) | ±{fmt(x['limit'], nd)} | "
                      f"{fmt(x['min'], nd)} | {fmt(x['max'], nd)} | {x['slope_per_min']:+.3f}/min | "
-                     f"{'not judged' if key == 'p50_ms' else x['verdict']} |")
+                     f"{row_verdict(key, x)} |")
     lines.append("")
     lines.append(f"![gateway RSS, PostgreSQL connections, request rate, latency and CPU over the soak]({png_link})\n")
     if s.get("first_errors"):
@@ -359,7 +370,8 @@ def plot(r, png):
             ax[4].plot([s["t"] for s in ps], [s["cpu"][key] for s in ps], color=color,
                        label=label if phase == "soak" else None)
     ax[4].set_ylabel("CPU (% of one core)")
-    ax[4].set_ylim(bottom=0)
+    ax[4].set_ylim(0, max([s["cpu"][k] for s in cs for k in ("others_pct_of_one_core", "postgres_pct_of_one_core")]
+                          + [10]) * 1.3)
     ax[4].legend(loc="upper right", fontsize=8, ncol=4)
     ax[4].set_xlabel("seconds since the soak started (negative: capacity run)")
     w = r["warmup_s"]
