@@ -63,6 +63,7 @@ bash bench/search.sh --smoke
 bash bench/context.sh --smoke
 bash bench/lifecycle.sh --smoke
 bash bench/export.sh --smoke
+bash bench/soak.sh --smoke
 
 step "lint"
 bash scripts/gen-upgrade.sh --check
