@@ -21,6 +21,14 @@ HOSTILE_REPORT=$http cargo test -q -p progressdb-gateway --test hostile
   echo "Re-run: \`bash tests/reliability/hostile.sh\` (both tests are part of the"
   echo "README's test command)."
   echo
+  echo "Defect this found, fixed with its regression test (the SQL test itself):"
+  echo "a message body nested more than 128 levels deep ended post_message,"
+  echo "edit_message and import_record in an internal error (XX000: the JSON"
+  echo "parser the extension reads bodies with stops at 128 levels). Bodies are"
+  echo "now refused past 100 levels with 22023 (HTTP 400) before anything is"
+  echo "written (\`_check_body\` in sql/messages.sql). Over HTTP the gateway's own"
+  echo "parser already refused such bodies, so this reached SQL callers only."
+  echo
   cat "$sql"
   echo
   cat "$http"

@@ -16,7 +16,7 @@ passed=$(sed -n 's/^test result: ok\. \([0-9]*\) passed.*/\1/p' "$log" | head -1
 {
   echo "## Upgrade and restore under data"
   echo
-  echo "- **0.1.0 → $(sed -n "s/^default_version *= *'\(.*\)'/\1/p" progressdb.control)** (\`tests/upgrade/run.sh\`):"
+  echo "- **0.1.0 → $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)** (\`tests/upgrade/run.sh\`):"
   echo "  release 0.1.0 built from its commit, a database filled through its API"
   echo "  (threads, edits, replies, reactions, deletes, compacted chunks),"
   echo "  \`ALTER EXTENSION progressdb UPDATE\`; every document read back equal,"
