@@ -3,7 +3,8 @@
 -- An export is a stream of JSON records, one per line (NDJSON), version 1:
 --
 --   {"v":1,"type":"thread","id","title","author","created_ts","updated_ts","metadata",
---    "history","encrypted"(, "deleted_ts")(, "forked_from":{"thread","message"})}
+--    "history","encrypted"(, "deleted_ts")(, "forked_from":{"thread","message"})
+--    (, "retention")(, "legal_hold":true)}
 --   {"v":1,"type":"member","thread","user","role","joined_ts","added_by"(, "last_read")}
 --   {"v":1,"type":"message","thread","id","author","role","ts","updated_ts","version",
 --    "body","reactions"(, "reply_to")(, "deleted_ts")(, "versions":[{"version","body","updated_ts"}])}
@@ -33,6 +34,11 @@ LANGUAGE sql STABLE AS $$
         || CASE WHEN t.fork_of IS NULL THEN '{}'::jsonb
                 ELSE jsonb_build_object('forked_from',
                                         jsonb_build_object('thread', t.fork_of, 'message', t.fork_message)) END
+        -- the thread's own lifecycle settings, as the thread document shows them
+        || CASE WHEN t.retention IS NULL THEN '{}'::jsonb
+                ELSE jsonb_build_object('retention', CASE WHEN t.retention = interval '0' THEN 'off'
+                                                          ELSE t.retention::text END) END
+        || CASE WHEN t.legal_hold THEN '{"legal_hold": true}'::jsonb ELSE '{}'::jsonb END
 $$;
 
 -- A member record. Read state (last_read) only when `with_read_state`: for
@@ -295,8 +301,14 @@ DECLARE
     meta jsonb := progressdb._import_field(what, rec, 'metadata', 'object', false);
     hist text := coalesce(progressdb._import_str(what, rec, 'history', false), 'shared');
     enc boolean := coalesce((progressdb._import_field(what, rec, 'encrypted', 'boolean', false))::boolean, false);
+    ret_text text := progressdb._import_str(what, rec, 'retention', false);
+    ret interval;
+    hold boolean := coalesce((progressdb._import_field(what, rec, 'legal_hold', 'boolean', false))::boolean, false);
     t progressdb.threads;
 BEGIN
+    IF ret_text IS NOT NULL THEN
+        ret := progressdb._retention(ret_text);
+    END IF;
     PERFORM progressdb._import_field(what, rec, 'forked_from', 'object', false);
     IF t_title IS NOT NULL THEN
         t_title := progressdb._text('title', t_title, 512);
@@ -308,9 +320,10 @@ BEGIN
     END IF;
     t_title := coalesce(t_title, 'New Thread #' || nextval('progressdb.thread_number_seq'));
     INSERT INTO progressdb.threads AS th (id, title, slug, author, created_ts, updated_ts, deleted_ts, encrypted,
-                                          last_seq, metadata, history, member_count, last_activity_ts)
+                                          last_seq, metadata, history, member_count, last_activity_ts,
+                                          retention, legal_hold)
     VALUES (tid, t_title, progressdb.slugify(t_title, tid), t_author, created, updated, deleted, enc,
-            0, meta, hist, 1, created)
+            0, meta, hist, 1, created, ret, hold)
     ON CONFLICT ON CONSTRAINT threads_pkey DO NOTHING
     RETURNING th.* INTO t;
     IF t.id IS NULL THEN

@@ -197,7 +197,15 @@ mod tests {
     #[pg_test]
     fn export_import_export_is_identical_and_import_is_idempotent() {
         conversation("rt");
+        // The thread's own lifecycle settings travel with it.
+        run("SELECT progressdb.update_thread('rt', NULL, retention => '30 days', legal_hold => true)");
         let recs = export("export_thread('rt')");
+        assert_eq!(
+            (&recs[0]["retention"], &recs[0]["legal_hold"]),
+            (&json!("30 days"), &json!(true)),
+            "{}",
+            recs[0]
+        );
 
         // Into another id: every record is new, and the copy exports the same.
         let renamed = rename(&recs, "rt", "rt-copy");
