@@ -46,6 +46,29 @@ impl TestCluster {
         self.root.clone()
     }
 
+    /// Configures encryption as an operator does: a key file (`k1:<hex>`
+    /// lines) readable by the server, `progressdb.master_key_file` and any
+    /// further `settings` lines in postgresql.conf, then a restart. Returns
+    /// the key file's path.
+    pub fn with_master_key(&self, key_lines: &str, settings: &[&str]) -> PathBuf {
+        use std::io::Write;
+        let keys = self.scratch().join("master.keys");
+        std::fs::write(&keys, format!("{}\n", key_lines.trim_end())).expect("write key file");
+        set_mode(&keys, 0o644);
+        let conf = self.cluster.data_dir().join("postgresql.conf");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(conf)
+            .expect("postgresql.conf");
+        writeln!(f, "progressdb.master_key_file = '{}'", keys.display()).unwrap();
+        for line in settings {
+            writeln!(f, "{line}").unwrap();
+        }
+        self.cluster.stop().expect("stop");
+        self.cluster.start().expect("start");
+        keys
+    }
+
     /// Runs a server tool (pg_dump, pg_restore) against this cluster as the
     /// server user; panics with its stderr when it fails. Returns stdout.
     pub fn tool(&self, name: &str, args: &[&str]) -> Vec<u8> {

@@ -535,23 +535,11 @@ async fn a_million_token_thread_answers_from_the_newest_end() {
 /// and nothing new holds the text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_threads_answer_in_plaintext() {
-    use std::io::Write;
     let tc = TestCluster::start("context-enc");
-    let keys = tc.scratch().join("master.keys");
-    std::fs::write(
-        &keys,
-        "k1:1111111111111111111111111111111111111111111111111111111111111111\n",
-    )
-    .unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    let conf = tc.cluster.data_dir().join("postgresql.conf");
-    let mut f = std::fs::OpenOptions::new().append(true).open(conf).unwrap();
-    writeln!(f, "progressdb.master_key_file = '{}'", keys.display()).unwrap();
-    tc.cluster.stop().unwrap();
-    tc.cluster.start().unwrap();
+    tc.with_master_key(
+        "k1:1111111111111111111111111111111111111111111111111111111111111111",
+        &[],
+    );
 
     let c = tc.connect("postgres").await;
     c.batch_execute(

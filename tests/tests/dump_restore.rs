@@ -204,19 +204,7 @@ async fn everything(c: &tokio_postgres::Client) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_using_every_feature_survives_dump_and_restore() {
     let tc = TestCluster::start("dump-all");
-    let keys = tc.scratch().join("master.keys");
-    std::fs::write(&keys, format!("{KEY}\n")).unwrap();
-    {
-        use std::io::Write;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let conf = tc.cluster.data_dir().join("postgresql.conf");
-        let mut f = std::fs::OpenOptions::new().append(true).open(conf).unwrap();
-        writeln!(f, "progressdb.master_key_file = '{}'", keys.display()).unwrap();
-        writeln!(f, "progressdb.encrypted_search = on").unwrap();
-    }
-    tc.cluster.stop().unwrap();
-    tc.cluster.start().unwrap();
+    tc.with_master_key(KEY, &["progressdb.encrypted_search = on"]);
     let c = tc.connect("postgres").await;
     c.batch_execute(
         "SELECT progressdb.create_thread('alice', 'Plain', 'plain', history => 'joined');

@@ -22,24 +22,9 @@ fn start_configured(name: &str, extra: &[&str]) -> TestCluster {
             ("track_commit_timestamp", "on"),
         ],
     );
-    let keys = tc.scratch().join("master.keys");
-    std::fs::write(&keys, format!("{KEY}\n")).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    {
-        use std::io::Write;
-        let conf = tc.cluster.data_dir().join("postgresql.conf");
-        let mut f = std::fs::OpenOptions::new().append(true).open(conf).unwrap();
-        writeln!(f, "progressdb.master_key_file = '{}'", keys.display()).unwrap();
-        writeln!(f, "progressdb.encrypted_search = on").unwrap();
-        for line in extra {
-            writeln!(f, "{line}").unwrap();
-        }
-    }
-    tc.cluster.stop().unwrap();
-    tc.cluster.start().unwrap();
+    let mut settings = vec!["progressdb.encrypted_search = on"];
+    settings.extend(extra);
+    tc.with_master_key(KEY, &settings);
     tc
 }
 

@@ -319,22 +319,8 @@ const KEY: &str = "k1:1111111111111111111111111111111111111111111111111111111111
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_threads_are_searched_by_whole_words_and_never_dumped() {
     let tc = TestCluster::start("search-enc");
-    let keys = tc.scratch().join("master.keys");
-    std::fs::write(&keys, format!("{KEY}\n")).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
-    }
     // As an operator does: lines in postgresql.conf, then a restart.
-    {
-        use std::io::Write;
-        let conf = tc.cluster.data_dir().join("postgresql.conf");
-        let mut f = std::fs::OpenOptions::new().append(true).open(conf).unwrap();
-        writeln!(f, "progressdb.master_key_file = '{}'", keys.display()).unwrap();
-        writeln!(f, "progressdb.encrypted_search = on").unwrap();
-    }
-    tc.cluster.stop().unwrap();
-    tc.cluster.start().unwrap();
+    tc.with_master_key(KEY, &["progressdb.encrypted_search = on"]);
     let c = tc.connect("postgres").await;
     let on: String = c
         .query_one("SHOW progressdb.encrypted_search", &[])
